@@ -1,0 +1,220 @@
+"""The `flimcc` command line.
+
+Exit codes: 0 success (or: equivalent); 1 a check that ran and found a difference (a
+diff, a verification, a pass that broke its contract); 2 bad input (file, pipeline,
+option, target), reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import FlimccError, VerificationError
+
+# Piped output (CI logs, files) gets a fixed wide layout instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 132
+out = Console(highlight=False, width=_WIDTH)
+
+
+def _dims(values: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for v in values:
+        name, eq, num = v.partition("=")
+        if not eq or not num.strip().isdigit():
+            raise click.BadParameter(f"'{v}' is not NAME=INTEGER", param_hint="--dim")
+        dims[name.strip()] = int(num)
+    return dims
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """Write JSON atomically (sorted keys, so the same data gives the same bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".flimcc-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+dim_option = click.option("--dim", "dims", multiple=True, metavar="NAME=N",
+                          help="Bind a dynamic input dimension (repeatable), e.g. --dim T=135.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flimcc")
+def cli() -> None:
+    """flimcc: compile GRU fluorescence-lifetime models to FPGA streaming dataflow."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def passes(as_json: bool) -> None:
+    """List the passes: name, numeric contract, options, description."""
+    from .pipeline import registry
+
+    reg = registry()
+    if as_json:
+        click.echo(json.dumps({
+            name: {"contract": cls.contract.value, "summary": cls.summary,
+                   "options": [{"name": o.name, "type": o.describe_type(), "default": o.default, "help": o.help}
+                               for o in cls.options]}
+            for name, cls in reg.items()}, indent=2))
+        return
+    t = Table(title="passes", title_justify="left")
+    for col in ("pass", "contract", "options", "description"):
+        t.add_column(col)
+    for name, cls in reg.items():
+        opts = "\n".join(f"{o.name}={o.format(o.default)} ({o.describe_type()})" for o in cls.options) or "-"
+        t.add_row(name, cls.contract.value, opts, cls.summary)
+    out.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def targets(as_json: bool) -> None:
+    """List the targets and their resources."""
+    from flimcc.targets import RESOURCE_KEYS, all_targets
+
+    tgts = all_targets()
+    if as_json:
+        click.echo(json.dumps({n: t.to_json() for n, t in tgts.items()}, indent=2))
+        return
+    t = Table(title="targets", title_justify="left")
+    for col in ("target", "part", *RESOURCE_KEYS, "DSP type", "MHz"):
+        t.add_column(col, justify="right" if col in RESOURCE_KEYS or col == "MHz" else "left")
+    for name, tg in tgts.items():
+        res = [f"{tg.resources[k]:,}" if tg.resources else "-" for k in RESOURCE_KEYS]
+        clock = f"{tg.default_clock_mhz:g}" if tg.default_clock_mhz else "-"
+        t.add_row(name, tg.fpga_part or tg.runtime or "-", *res, tg.dsp_type or "-", clock)
+    t.caption = "names are case-insensitive; aliases and FINN board keys are accepted (flimcc targets --json)"
+    out.print(t)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--pipeline", "pipeline_text", required=True, help='Pass pipeline, e.g. "unroll-gru,fold-weights".')
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the rewritten model.")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Check every pass against the golden run.")
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False), help="Verification inputs (.npy or .npz).")
+@click.option("--samples", default=16, show_default=True, help="Number of seeded random inputs when --inputs is not given.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False), help="Write the per-pass report as JSON.")
+@dim_option
+def opt(model, pipeline_text, output, verify, inputs, samples, seed, report, dims) -> None:
+    """Run a pass pipeline on MODEL, verifying each pass against onnxruntime."""
+    from .ir import load, save
+    from .pipeline import Pipeline
+    from .verify import load_inputs
+
+    pipeline = Pipeline.parse(pipeline_text)
+    m = load(model, _dims(dims))
+    feeds = load_inputs(inputs, m) if inputs else None
+    try:
+        run = pipeline.run(m, verify=verify, inputs=feeds, samples=samples, seed=seed)
+    except VerificationError as e:
+        if getattr(e, "report", None) is not None:
+            out.print(e.report.table())
+            if report:
+                write_json(report, e.report.to_json())
+        raise
+    out.print(run.report.table())
+    if report:
+        write_json(report, run.report.to_json())
+    if output:
+        save(run.model, output)
+        out.print(f"wrote {output}")
+
+
+@cli.command("diff")
+@click.argument("expected", type=click.Path(dir_okay=False))
+@click.argument("actual", type=click.Path(dir_okay=False))
+@click.option("--numeric", is_flag=True, help="Also run both on the same seeded inputs and compare outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--atol", default=1e-5, show_default=True, help="Absolute tolerance (initializers and outputs).")
+@click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance (initializers and outputs).")
+@click.option("--samples", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@dim_option
+def diff_cmd(expected, actual, numeric, as_json, atol, rtol, samples, seed, dims) -> None:
+    """Compare two models. Exit 0 when equivalent, 1 when different, 2 on error."""
+    from .diff import diff
+    from .ir import load
+
+    a, b = load(expected, _dims(dims)), load(actual, _dims(dims))
+    result = diff(a, b, numeric=numeric, atol=atol, rtol=rtol, samples=samples, seed=seed)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(result.text())
+    sys.exit(0 if result.equivalent else 1)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--against", "golden", required=True, type=click.Path(dir_okay=False), help="The golden model.")
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False), help="Inputs (.npy or .npz).")
+@click.option("--samples", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--atol", default=1e-5, show_default=True)
+@click.option("--rtol", default=1e-4, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@dim_option
+def verify(model, golden, inputs, samples, seed, atol, rtol, as_json, dims) -> None:
+    """Run MODEL (any stage) and the golden run of GOLDEN on the same inputs and compare.
+    Exit 0 within tolerance, 1 outside it."""
+    import numpy as np
+
+    from .execute import execute, graph_input_names
+    from .ir import load
+    from .verify import compare, golden_run, load_inputs, make_inputs
+
+    g, m = load(golden, _dims(dims)), load(model, _dims(dims))
+    feeds = load_inputs(inputs, g) if inputs else make_inputs(g, samples, seed)
+    expected, how = golden_run(g, feeds)
+    got = execute(m, dict(zip(graph_input_names(m), feeds.values())))
+    got = dict(zip(expected, got.values()))
+    c = compare(got, expected)
+    ok = all(np.allclose(got[k], v, atol=atol, rtol=rtol) for k, v in expected.items())
+    if as_json:
+        click.echo(json.dumps({"golden": how, "within_tolerance": ok, **c.to_json()}, indent=2, sort_keys=True))
+    else:
+        n = next(iter(feeds.values())).shape[0] if feeds else 0
+        click.echo(f"golden: {how}; {n} samples")
+        click.echo(f"max abs err {c.max_abs_err:.3g} (output '{c.output}' at {list(c.index)}), max rel err "
+                   f"{c.max_rel_err:.3g}{', bit-exact' if c.bit_exact else ''}")
+        click.echo("within tolerance" if ok else f"OUTSIDE tolerance (atol {atol:g}, rtol {rtol:g})")
+    sys.exit(0 if ok else 1)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except VerificationError as e:
+        click.echo(f"verification failed: {e}", err=True)
+        sys.exit(1)
+    except FlimccError as e:
+        # Plain echo, not rich: one unwrapped line, and no markup parsing of "[...]".
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Execute any stage of a compilation.
+
+- A graph of standard ONNX ops runs as one onnxruntime session (the IR version clamped to
+  what the installed onnxruntime reads, the batch axis relaxed when the caller's batch
+  differs from the model's).
+- Any other graph runs node by node: a node whose (domain, op_type) has a registered
+  executor runs that (later issues plug in flimcc's own ops and `Scan` bodies that hold
+  custom ops); qonnx and FINN custom ops run their own `execute_node`; a standard node runs
+  as a one-node onnxruntime session. No node executor is called per pixel: each gets the
+  whole batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.util.basic import qonnx_make_model
+
+from .errors import FlimccError, UnsupportedError
+
+#: The newest ONNX IR version the pinned onnxruntime accepts (onnx 1.21 writes newer ones).
+MAX_ORT_IR_VERSION = 13
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+NodeExecutor = Callable[[onnx.NodeProto, dict, ModelWrapper], None]
+_NODE_EXECUTORS: dict[tuple[str, str], NodeExecutor] = {}
+
+
+def register_node_executor(op_type: str, domain: str = "") -> Callable[[NodeExecutor], NodeExecutor]:
+    """Register `fn(node, context, model)` that reads its inputs from `context` (name ->
+    array) and writes its outputs there. Registered executors take precedence over qonnx's
+    and onnxruntime's, so this is also how a standard op with a non-standard body (a `Scan`
+    holding custom ops) gets run."""
+
+    def deco(fn: NodeExecutor) -> NodeExecutor:
+        _NODE_EXECUTORS[(domain, op_type)] = fn
+        return fn
+
+    return deco
+
+
+def is_standard_graph(graph: onnx.GraphProto) -> bool:
+    """True if every node, in every subgraph, is in the default ONNX domain."""
+    for node in graph.node:
+        if node.domain not in STANDARD_DOMAINS:
+            return False
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH and not is_standard_graph(attr.g):
+                return False
+            if attr.type == onnx.AttributeProto.GRAPHS and not all(is_standard_graph(g) for g in attr.graphs):
+                return False
+    return True
+
+
+def _ort_ready(proto: onnx.ModelProto, relax_batch: bool) -> bytes:
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    proto.ir_version = min(proto.ir_version, MAX_ORT_IR_VERSION)
+    if relax_batch:
+        # The caller's batch differs from the model's static one: let ORT take any batch.
+        for vi in list(proto.graph.input) + list(proto.graph.output):
+            shape = vi.type.tensor_type.shape
+            if shape.dim:
+                shape.dim[0].Clear()
+                shape.dim[0].dim_param = "N"
+        proto.graph.ClearField("value_info")
+    return proto.SerializeToString()
+
+
+@functools.lru_cache(maxsize=64)
+def _session(model_bytes: bytes) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def run_ort(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a standard-ONNX model on onnxruntime; returns all graph outputs by name."""
+    inits = {t.name for t in proto.graph.initializer}
+    relax = False
+    for vi in proto.graph.input:
+        if vi.name in inits or vi.name not in feeds:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and np.ndim(feeds[vi.name]) > 0:
+            relax |= dims[0].dim_value != np.shape(feeds[vi.name])[0]
+    sess = _session(_ort_ready(proto, relax))
+    names = [o.name for o in sess.get_outputs()]
+    try:
+        values = sess.run(names, dict(feeds))
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception hierarchy
+        raise FlimccError(f"onnxruntime failed: {str(e).splitlines()[0][:400]}") from None
+    return dict(zip(names, values))
+
+
+def _free_inputs(graph: onnx.GraphProto) -> list[str]:
+    """Names a (sub)graph reads from its enclosing scope."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    free: list[str] = []
+    for node in graph.node:
+        reads = list(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                reads += _free_inputs(attr.g)
+        for name in reads:
+            if name and name not in defined and name not in free:
+                free.append(name)
+        defined.update(node.output)
+    return free
+
+
+def _declared(model: ModelWrapper, name: str) -> onnx.ValueInfoProto:
+    """The tensor's declared element type without its shape (ORT re-infers shapes, which
+    may differ in the batch axis); an untyped output where the model declares none."""
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        if vi.name == name and vi.type.tensor_type.elem_type:
+            return onnx.helper.make_tensor_value_info(name, vi.type.tensor_type.elem_type, None)
+    return onnx.ValueInfoProto(name=name)
+
+
+def _run_standard_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    reads = [n for n in node.input if n]
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            reads += [n for n in _free_inputs(attr.g) if n not in reads]
+    inputs = [
+        onnx.helper.make_tensor_value_info(
+            n, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(context[n]).dtype), np.shape(context[n])
+        )
+        for n in reads
+    ]
+    outputs = [_declared(model, n) for n in node.output if n]
+    graph = onnx.helper.make_graph([node], f"{node.name}_graph", inputs, outputs)
+    proto = qonnx_make_model(graph, opset_imports=list(model.model.opset_import))
+    out = run_ort(proto, {n: np.asarray(context[n]) for n in reads})
+    context.update(out)
+
+
+def _run_custom_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        inst = getCustomOp(node)
+    except Exception as e:  # noqa: BLE001 - qonnx raises bare Exceptions for unknown ops
+        raise UnsupportedError(
+            f"node '{node.name}': no executor for op {node.domain}.{node.op_type} ({str(e).splitlines()[0]})"
+        ) from None
+    _preallocate_outputs(node, context, model)
+    python_model(inst)(context, model.graph)
+
+
+def python_model(inst) -> Callable:
+    """The `execute_node` to use for a custom op instance. A FINN op specialised to
+    `_hls`/`_rtl` executes by C++ or RTL simulation only (needs the vendor tools) unless its
+    `exec_mode` says otherwise, so flimcc runs its abstract op's numpy model instead: FINN
+    documents that model as the op's golden semantics."""
+    domain = inst.onnx_node.domain
+    if domain.endswith((".hls", ".rtl")) and not _get_attr(inst, "exec_mode"):
+        for cls in type(inst).__mro__[1:]:
+            module = cls.__module__
+            if "execute_node" in cls.__dict__ and not module.endswith(("_hls", "_rtl", "backend")) \
+                    and ".hls." not in module and ".rtl." not in module:
+                return functools.partial(cls.__dict__["execute_node"], inst)
+    return inst.execute_node
+
+
+def _get_attr(inst, name: str):
+    try:
+        return inst.get_nodeattr(name)
+    except AttributeError:
+        return None
+
+
+def _preallocate_outputs(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    """FINN's ops read their output's shape from a buffer the executor allocated (qonnx's
+    executor pre-fills the context). Allocate it from the declared shape, with the batch
+    axis following the node's first input when the caller's batch differs from the model's."""
+    first = node.input[0] if node.input else None
+    declared_in = model.get_tensor_shape(first) if first else None
+    actual_in = np.shape(context[first]) if first in context else None
+    for name in node.output:
+        if not name or name in context:
+            continue
+        shape = model.get_tensor_shape(name)
+        if shape is None:
+            continue
+        shape = list(shape)
+        if declared_in and actual_in and shape and declared_in[0] == shape[0] and actual_in[0] != declared_in[0]:
+            shape[0] = actual_in[0]
+        context[name] = np.zeros(shape, dtype=np.float32)
+
+
+def _run_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    fn = _NODE_EXECUTORS.get((node.domain, node.op_type))
+    if fn is None and node.domain in STANDARD_DOMAINS:
+        subgraphs_standard = all(
+            is_standard_graph(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH
+        )
+        if not subgraphs_standard:
+            raise UnsupportedError(
+                f"node '{node.name}': no executor for a {node.op_type} whose body holds custom ops"
+            )
+        fn = _run_standard_node
+    (fn or _run_custom_node)(node, context, model)
+
+
+def _normalize_inputs(model: ModelWrapper, inputs) -> dict[str, np.ndarray]:
+    names = graph_input_names(model)
+    if isinstance(inputs, np.ndarray):
+        if len(names) != 1:
+            raise FlimccError(f"the model has {len(names)} inputs {names}; pass a dict name -> array")
+        inputs = {names[0]: inputs}
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise FlimccError(f"missing input(s) {missing}; the model's inputs are {names}")
+    return {n: np.asarray(inputs[n]) for n in names}
+
+
+def graph_input_names(model: ModelWrapper) -> list[str]:
+    """Graph inputs that are not initializers (what a caller must feed)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def execute(model: ModelWrapper, inputs, return_context: bool = False) -> dict[str, np.ndarray]:
+    """Run the model on `inputs` (name -> array, or one array for a one-input model).
+
+    Returns the graph outputs by name, in graph order; with `return_context` every tensor
+    computed on the node-by-node path (ORT-run graphs give only their outputs)."""
+    feeds = _normalize_inputs(model, inputs)
+    out_names = [o.name for o in model.graph.output]
+    if is_standard_graph(model.graph):
+        result = run_ort(model.model, feeds)
+        return {n: result[n] for n in out_names} if not return_context else {**feeds, **result}
+    context: dict[str, np.ndarray] = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
+    context.update(feeds)
+    for node in model.graph.node:
+        _run_node(node, context, model)
+    return context if return_context else {n: context[n] for n in out_names}

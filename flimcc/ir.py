@@ -1,0 +1,198 @@
+"""Loading, canonicalising and saving models. The IR is qonnx's `ModelWrapper`.
+
+`load` accepts a path, bytes or a `ModelProto` and returns a canonical model: every graph
+input has a static shape, shapes are inferred for every tensor, node names are unique and
+readable, and the default-domain opset is known. Everything that can go wrong with a
+user's file becomes a one-line `ModelLoadError` that names the file and the cause.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import onnx
+from google.protobuf.message import DecodeError
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.infer_shapes import InferShapes
+
+from .errors import ModelLoadError
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ModelWrapper
+
+#: The dimension name a leading symbolic axis gets bound to when the user gives none:
+#: PyTorch exports name it "batch"; flimcc works on a fixed batch and re-batches at run time.
+DEFAULT_BATCH = 1
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, bytes):
+        return "<bytes>"
+    return "<model>"
+
+
+def _read(source, what: str) -> onnx.ModelProto:
+    if isinstance(source, ModelWrapper):
+        return onnx.ModelProto.FromString(source.model.SerializeToString())
+    if isinstance(source, onnx.ModelProto):
+        return onnx.ModelProto.FromString(source.SerializeToString())
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ModelLoadError(f"{what}: no such file")
+        if path.is_dir():
+            raise ModelLoadError(f"{what}: is a directory, not an ONNX file")
+        data = path.read_bytes()
+    if not data:
+        raise ModelLoadError(f"{what}: empty file, not an ONNX model")
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except (DecodeError, RuntimeWarning) as e:
+        raise ModelLoadError(f"{what}: not an ONNX model or truncated ({e})") from None
+    if not model.HasField("graph") or model.ir_version <= 0:
+        raise ModelLoadError(f"{what}: not an ONNX model (no graph or IR version)")
+    if not isinstance(source, bytes) and not isinstance(source, onnx.ModelProto):
+        # Weights stored beside the model (models over 2 GB) are loaded from its folder.
+        try:
+            onnx.load_external_data_for_model(model, str(Path(source).parent))
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{what}: external data cannot be read ({e})") from None
+    return model
+
+
+def opset(model: ModelWrapper | onnx.ModelProto, domain: str = "") -> int | None:
+    """The opset version the model imports for `domain` ("" is the default ONNX domain)."""
+    proto = model.model if isinstance(model, ModelWrapper) else model
+    for imp in proto.opset_import:
+        if imp.domain in (domain, "ai.onnx" if domain == "" else domain):
+            return imp.version
+    return None
+
+
+def _bind_dims(graph: onnx.GraphProto, dims: Mapping[str, int], what: str) -> None:
+    """Give every graph input a static shape: named dims from `dims`, a symbolic leading
+    (batch) axis `DEFAULT_BATCH`; any other symbolic axis is an error the user must fix."""
+    initializers = {t.name for t in graph.initializer}
+    for inp in graph.input:
+        if inp.name in initializers or not inp.type.HasField("tensor_type"):
+            continue
+        ttype = inp.type.tensor_type
+        if not ttype.HasField("shape"):
+            raise ModelLoadError(f"{what}: input '{inp.name}' has no shape; flimcc needs ranked inputs")
+        for axis, d in enumerate(ttype.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                continue
+            name = d.dim_param
+            if name and name in dims:
+                value = int(dims[name])
+            elif axis == 0:
+                value = DEFAULT_BATCH
+            else:
+                label = f"'{name}'" if name else "unnamed"
+                raise ModelLoadError(
+                    f"{what}: input '{inp.name}' has dynamic dimension {label} at axis {axis}; "
+                    f"fix it with --dim {name or 'NAME'}=VALUE"
+                )
+            d.Clear()
+            d.dim_value = value
+    # Symbolic output/value_info shapes are re-derived by shape inference from the inputs.
+    for vi in list(graph.output) + list(graph.value_info):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            if any(not d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim):
+                vi.type.tensor_type.ClearField("shape")
+    graph.ClearField("value_info")
+
+
+def name_nodes(graph: onnx.GraphProto) -> None:
+    """Give unnamed or duplicate-named nodes the name `<OpType>_<k>`; keep the others,
+    because exporters' names (`/encoder/GRU`) are what a user recognises."""
+    seen = collections.Counter(n.name for n in graph.node if n.name)
+    taken = set(seen)
+    counters: dict[str, int] = collections.defaultdict(int)
+    for node in graph.node:
+        if node.name and seen[node.name] == 1:
+            continue
+        while True:
+            candidate = f"{node.op_type}_{counters[node.op_type]}"
+            counters[node.op_type] += 1
+            if candidate not in taken:
+                break
+        node.name = candidate
+        taken.add(candidate)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                name_nodes(attr.g)
+
+
+def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, what: str = "<model>") -> ModelWrapper:
+    """Bind dynamic input dims, name nodes, infer shapes; raise `ModelLoadError` if some
+    graph output is still without a static shape."""
+    proto = model.model
+    _bind_dims(proto.graph, dims or {}, what)
+    name_nodes(proto.graph)
+    try:
+        # Data propagation resolves shapes computed from shapes (Shape -> ConstantOfShape, as
+        # exporters write `zeros_like`); qonnx's pass then covers qonnx/FINN custom ops.
+        model = ModelWrapper(onnx.shape_inference.infer_shapes(proto, data_prop=True))
+    except Exception:  # noqa: BLE001 - qonnx's inference below reports the problem
+        pass
+    try:
+        model = model.transform(InferShapes(), cleanup=False)
+    except Exception as e:  # noqa: BLE001 - ONNX and qonnx raise many kinds; all mean "bad model"
+        raise ModelLoadError(f"{what}: shape inference failed: {_first_line(e)}") from None
+    for out in model.graph.output:
+        shape = model.get_tensor_shape(out.name)
+        if shape is None or any((not isinstance(d, int)) or d <= 0 for d in shape):
+            shown = "unknown" if shape is None else "(" + ", ".join(str(d) if d else "?" for d in shape) + ")"
+            raise ModelLoadError(
+                f"{what}: the shape of output '{out.name}' cannot be resolved (got {shown}); "
+                "give the dynamic input dimensions with --dim NAME=VALUE"
+            )
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool = True) -> ModelWrapper:
+    """Load a model as canonical IR. `dims` binds named dynamic dimensions (e.g. {"T": 135})."""
+    what = _describe(source)
+    proto = _read(source, what)
+    if check:
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as e:
+            raise ModelLoadError(f"{what}: fails the ONNX checker: {_first_line(e)}") from None
+    if opset(proto) is None:
+        raise ModelLoadError(f"{what}: imports no default-domain (ai.onnx) opset")
+    return canonicalize(ModelWrapper(proto), dims, what)
+
+
+def save(model: ModelWrapper | onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write the model atomically: a reader never sees a half-written file."""
+    proto = model.model if isinstance(model, ModelWrapper) else model
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".flimcc-", suffix=".onnx", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString(deterministic=True))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def op_histogram(model: ModelWrapper) -> dict[str, int]:
+    """Node count by op type (top-level graph), sorted by name: what reports print."""
+    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))

@@ -1,0 +1,127 @@
+"""The golden run and the numeric comparisons every verified stage goes through.
+
+Golden is onnxruntime on the input model. A QONNX model is first rewritten by qonnx's
+`QuantToQCDQ` (Quant -> QuantizeLinear/Clip/DequantizeLinear), which it applies only
+where the rewrite is exact (2..8 bits, ROUND, static parameters); Quant nodes it leaves,
+and any other custom op, make the golden run fall back to flimcc's node-by-node executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+
+from .errors import FlimccError
+from .execute import execute, graph_input_names, is_standard_graph
+
+#: Inputs are drawn from [0, 1): the models take peak-normalised decay curves.
+FLOAT_INPUT_RANGE = (0.0, 1.0)
+
+
+def make_inputs(model: ModelWrapper, samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """A deterministic input set shaped from the model: axis 0 (the batch) gets `samples`
+    rows; integer-annotated inputs are drawn from their DataType's range."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in graph_input_names(model):
+        shape = list(model.get_tensor_shape(name))
+        if shape:
+            shape[0] = samples
+        dtype = model.get_tensor_datatype(name)
+        if dtype.is_integer() and dtype != DataType["BINARY"] or dtype == DataType["BIPOLAR"]:
+            values = rng.integers(int(dtype.min()), int(dtype.max()) + 1, size=shape)
+            if dtype == DataType["BIPOLAR"]:
+                values = np.where(values > 0, 1, -1)
+            feeds[name] = values.astype(np.float32)
+        else:
+            feeds[name] = rng.uniform(*FLOAT_INPUT_RANGE, size=shape).astype(np.float32)
+    return feeds
+
+
+def load_inputs(path: str | Path, model: ModelWrapper) -> dict[str, np.ndarray]:
+    """Inputs from a `.npy` (one-input models) or `.npz` (arrays named like the inputs)."""
+    path = Path(path)
+    names = graph_input_names(model)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FlimccError(f"{path}: cannot read inputs ({e})") from None
+    if isinstance(data, np.ndarray):
+        if len(names) != 1:
+            raise FlimccError(f"{path}: a .npy holds one array but the model has inputs {names}; use .npz")
+        return {names[0]: data.astype(np.float32)}
+    missing = [n for n in names if n not in data.files]
+    if missing:
+        raise FlimccError(f"{path}: no array for input(s) {missing} (has {sorted(data.files)})")
+    return {n: data[n].astype(np.float32) for n in names}
+
+
+def golden_model(model: ModelWrapper) -> tuple[ModelWrapper, str]:
+    """The model the golden run executes, and a description of how it runs."""
+    if is_standard_graph(model.graph):
+        return model, "onnxruntime"
+    if any(n.op_type == "Quant" for n in model.graph.node):
+        from qonnx.transformation.qonnx_to_qcdq import QuantToQCDQ
+
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qcdq = model.transform(QuantToQCDQ()).transform(InferShapes())
+        if is_standard_graph(qcdq.graph):
+            return qcdq, "onnxruntime (QONNX Quant as QuantizeLinear/Clip/DequantizeLinear)"
+    return model, "flimcc executor (qonnx custom ops in Python, standard ops in onnxruntime)"
+
+
+def golden_run(model: ModelWrapper, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    gm, how = golden_model(model)
+    return execute(gm, inputs), how
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Worst-case difference between two runs, over all outputs."""
+
+    max_abs_err: float
+    max_rel_err: float  # max |a - b| / max |b| of the same output (relative to its range)
+    output: str  # the output where the worst absolute error is
+    index: tuple[int, ...]
+    got: float
+    expected: float
+    bit_exact: bool
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"index": list(self.index)}
+
+
+def compare(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> Comparison:
+    worst = Comparison(0.0, 0.0, next(iter(expected)), (), 0.0, 0.0, True)
+    for name, ref in expected.items():
+        if name not in got:
+            raise FlimccError(f"output '{name}' is missing from the stage's outputs {sorted(got)}")
+        a = np.asarray(got[name], dtype=np.float64)
+        b = np.asarray(ref, dtype=np.float64)
+        if a.shape != b.shape:
+            raise FlimccError(f"output '{name}' changed shape: {a.shape} instead of {b.shape}")
+        exact = np.array_equal(a, b, equal_nan=True)
+        diff = np.abs(a - b)
+        diff[np.isnan(a) & np.isnan(b)] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        worst.bit_exact &= exact
+        if diff.size == 0:
+            continue
+        idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        err = float(diff[idx])
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        rel = err / scale if scale > 0 else (0.0 if err == 0 else np.inf)
+        worst.max_rel_err = max(worst.max_rel_err, rel)
+        if err > worst.max_abs_err or (err == worst.max_abs_err == 0 and not worst.index):
+            worst.max_abs_err, worst.output, worst.index = err, name, tuple(int(i) for i in idx)
+            worst.got, worst.expected = float(a[idx]), float(b[idx])
+    return worst

@@ -1,0 +1,9 @@
+"""flimcc's passes, one per module; importing this package registers them all.
+
+Each module holds one qonnx `Transformation` subclass of `flimcc.pipeline.Pass`, named
+for what it does, registered under its kebab-case pipeline name.
+"""
+
+from . import canonicalize, fold_constants  # noqa: F401
+
+__all__ = ["canonicalize", "fold_constants"]
