@@ -33,9 +33,9 @@ _NODE_EXECUTORS: dict[tuple[str, str], NodeExecutor] = {}
 
 def register_node_executor(op_type: str, domain: str = "") -> Callable[[NodeExecutor], NodeExecutor]:
     """Register `fn(node, context, model)` that reads its inputs from `context` (name ->
-    array) and writes its outputs there. Registered executors take precedence over qonnx's
-    and onnxruntime's, so this is also how a standard op with a non-standard body (a `Scan`
-    holding custom ops) gets run."""
+    array) and writes its outputs there. A registered executor runs a custom-domain op in
+    place of qonnx's `execute_node`, and a standard op (a `Scan`) whose body holds custom
+    ops, which onnxruntime cannot run; standard ops with standard bodies always run on ORT."""
 
     def deco(fn: NodeExecutor) -> NodeExecutor:
         _NODE_EXECUTORS[(domain, op_type)] = fn
@@ -195,17 +195,22 @@ def _preallocate_outputs(node: onnx.NodeProto, context: dict, model: ModelWrappe
 
 
 def _run_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    standard = node.domain in STANDARD_DOMAINS
+    if standard and all(is_standard_graph(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH):
+        _run_standard_node(node, context, model)
+        return
     fn = _NODE_EXECUTORS.get((node.domain, node.op_type))
-    if fn is None and node.domain in STANDARD_DOMAINS:
-        subgraphs_standard = all(
-            is_standard_graph(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH
-        )
-        if not subgraphs_standard:
-            raise UnsupportedError(
-                f"node '{node.name}': no executor for a {node.op_type} whose body holds custom ops"
-            )
-        fn = _run_standard_node
+    if fn is None and standard:
+        raise UnsupportedError(f"node '{node.name}': no executor for a {node.op_type} whose body holds custom ops")
     (fn or _run_custom_node)(node, context, model)
+
+
+def run_nodes(model: ModelWrapper, context: dict) -> dict:
+    """Execute `model`'s nodes in order on `context` (name -> array), which must hold the
+    graph inputs, initializers and any outer-scope values; returns the context."""
+    for node in model.graph.node:
+        _run_node(node, context, model)
+    return context
 
 
 def _normalize_inputs(model: ModelWrapper, inputs) -> dict[str, np.ndarray]:
@@ -238,6 +243,5 @@ def execute(model: ModelWrapper, inputs, return_context: bool = False) -> dict[s
         return {n: result[n] for n in out_names} if not return_context else {**feeds, **result}
     context: dict[str, np.ndarray] = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
     context.update(feeds)
-    for node in model.graph.node:
-        _run_node(node, context, model)
+    run_nodes(model, context)
     return context if return_context else {n: context[n] for n in out_names}

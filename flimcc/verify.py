@@ -34,11 +34,10 @@ def make_inputs(model: ModelWrapper, samples: int = 16, seed: int = 0) -> dict[s
         if shape:
             shape[0] = samples
         dtype = model.get_tensor_datatype(name)
-        if dtype.is_integer() and dtype != DataType["BINARY"] or dtype == DataType["BIPOLAR"]:
-            values = rng.integers(int(dtype.min()), int(dtype.max()) + 1, size=shape)
-            if dtype == DataType["BIPOLAR"]:
-                values = np.where(values > 0, 1, -1)
-            feeds[name] = values.astype(np.float32)
+        if dtype == DataType["BIPOLAR"]:
+            feeds[name] = rng.choice(np.array([-1.0, 1.0], np.float32), size=shape)
+        elif dtype.is_integer():
+            feeds[name] = rng.integers(int(dtype.min()), int(dtype.max()) + 1, size=shape).astype(np.float32)
         else:
             feeds[name] = rng.uniform(*FLOAT_INPUT_RANGE, size=shape).astype(np.float32)
     return feeds

@@ -149,3 +149,22 @@ def test_pass_usable_as_plain_qonnx_transformation():
     out = model.transform(registry()["fold-constants"]())
     np.testing.assert_allclose(flimcc.execute(out, np.ones((1, 8), np.float32))["y"],
                                flimcc.execute(model, np.ones((1, 8), np.float32))["y"])
+
+
+def test_integer_annotated_inputs_are_drawn_from_their_range():
+    from qonnx.core.datatype import DataType
+
+    from flimcc.verify import make_inputs
+    model = flimcc.load(mlp())
+    model.set_tensor_datatype("x", DataType["INT3"])
+    x = make_inputs(model, samples=200, seed=0)["x"]
+    assert x.shape == (200, 8) and set(np.unique(x)) == set(range(-4, 4))
+    model.set_tensor_datatype("x", DataType["BIPOLAR"])
+    assert set(np.unique(make_inputs(model, samples=50)["x"])) == {-1.0, 1.0}
+
+
+def test_report_says_whether_inputs_were_seeded_or_given():
+    model = flimcc.load(mlp())
+    assert Pipeline.parse("canonicalize").run(model, seed=5).report.seed == 5
+    given = Pipeline.parse("canonicalize").run(model, inputs={"x": np.zeros((2, 8), np.float32)}).report
+    assert given.seed is None and given.samples == 2
