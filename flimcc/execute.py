@@ -67,8 +67,20 @@ def _ort_ready(proto: onnx.ModelProto, relax_batch: bool) -> bytes:
             if shape.dim:
                 shape.dim[0].Clear()
                 shape.dim[0].dim_param = "N"
-        proto.graph.ClearField("value_info")
+        _forget_inner_shapes(proto.graph)
     return proto.SerializeToString()
+
+
+def _forget_inner_shapes(graph: onnx.GraphProto) -> None:
+    """Drop inferred shapes (value_info, and subgraph input/output shapes), which carry
+    the model's static batch, so ORT re-derives them for the caller's batch."""
+    graph.ClearField("value_info")
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                for vi in list(attr.g.input) + list(attr.g.output):
+                    vi.type.tensor_type.ClearField("shape")
+                _forget_inner_shapes(attr.g)
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import contextlib
 import enum
 import json
+import random
 import re
 import time
 from typing import Any, ClassVar, Iterable, Iterator, Mapping
@@ -100,6 +102,8 @@ class Pass(Transformation):
     atol: ClassVar[float] = 1e-5
     rtol: ClassVar[float] = 1e-4
     bound: ClassVar[float | None] = None  # max abs error an approximate pass allows itself
+    #: Figures a pass reports about its last run (JSON-able), shown in the pipeline report.
+    metrics: dict
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
@@ -110,6 +114,7 @@ class Pass(Transformation):
                 f"pass '{self.name}': unknown option '{unknown[0].replace('_', '-')}'; {self.describe_options()}"
             )
         self.given: dict[str, Any] = {}
+        self.metrics = {}
         for opt in self.options:
             if opt.attr in kwargs:
                 value = opt.convert(kwargs[opt.attr], self.name)
@@ -225,6 +230,7 @@ class StageRecord:
     vs_previous: Comparison | None = None
     vs_golden: Comparison | None = None
     verdict: str = "not verified"  # ok | not verified | VIOLATED
+    metrics: dict = dataclasses.field(default_factory=dict)  # what the pass measured (MACs, ...)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -304,6 +310,19 @@ def check_contract(p: Pass, cmp: Comparison, expected: Mapping[str, np.ndarray],
     return p.bound is None or cmp.max_abs_err <= p.bound
 
 
+@contextlib.contextmanager
+def deterministic_names(salt: str):
+    """qonnx and FINN name new tensors with Python's `random` (`make_new_valueinfo_name`):
+    seed it from the pass so the same input gives byte-identical output, and give the
+    caller's random state back afterwards."""
+    state = random.getstate()
+    random.seed(f"flimcc:{salt}")
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 class Pipeline:
     """An ordered list of passes; `run` applies them, verifying each against its contract."""
 
@@ -364,12 +383,14 @@ class Pipeline:
             before = len(model.graph.node)
             t0 = time.perf_counter()
             try:
-                model = model.transform(p)
+                with deterministic_names(f"{len(report.stages)}:{p.spec()}"):
+                    model = model.transform(p)
             except FlimccError:
                 raise
             except Exception as e:  # noqa: BLE001 - a crash inside a pass is reported with its name
                 raise FlimccError(f"pass '{p.spec()}' failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-            record = StageRecord(p.spec(), p.contract.value, time.perf_counter() - t0, before, len(model.graph.node))
+            record = StageRecord(p.spec(), p.contract.value, time.perf_counter() - t0, before, len(model.graph.node),
+                                 metrics=dict(p.metrics))
             report.stages.append(record)
             if not verify:
                 continue

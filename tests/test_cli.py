@@ -65,3 +65,13 @@ def test_verify_command(tmp_path, mlp_path):
     onnx.save(other, tmp_path / "other.onnx")
     r = flimcc_cli("verify", tmp_path / "other.onnx", "--against", mlp_path, "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["within_tolerance"] is False
+
+
+def test_opt_is_deterministic_on_the_example_model(tmp_path):
+    """qonnx names some new tensors randomly; the pipeline seeds that per pass."""
+    from pathlib import Path
+    model = Path(__file__).parent.parent / "examples" / "models" / "seq2seqlite_random.onnx"
+    for name in ("a.onnx", "b.onnx"):
+        r = flimcc_cli("opt", model, "-p", "unroll-gru,fold-constants", "--no-verify", "-o", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

@@ -1,0 +1,88 @@
+"""streamline: quantized graphs become integer graphs, bit-exact with the stage before."""
+
+import numpy as np
+import pytest
+from conftest import quant_mlp
+from onnx import TensorProto, helper, numpy_helper
+from qonnx.core.datatype import DataType
+
+import flimcc
+from flimcc.errors import UnsupportedError
+from flimcc.pipeline import Pipeline
+from flimcc.analysis import check_integer_graph, integer_violations
+
+Q = "qonnx.custom_op.general"
+
+
+def _quant(inp, out, scale, bits, signed, narrow=0):
+    return [
+        helper.make_node("Quant", [inp, f"{out}_s", "zero", f"{out}_b"], [out], name=f"{out}_quant", domain=Q,
+                         signed=signed, narrow=narrow, rounding_mode="ROUND"),
+    ], [numpy_helper.from_array(np.array(scale, np.float32), f"{out}_s"),
+        numpy_helper.from_array(np.array(float(bits), np.float32), f"{out}_b")]
+
+
+def _mlp_with_activations(bits, act1="Sigmoid", act2="Tanh", seed=0):
+    """x -> Q -> MatMul(Q(W1)) + Q(b1) -> act1 -> Q(unsigned) -> MatMul(Q(W2)) -> act2 -> Q(signed) -> y."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], [numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    def add(q):
+        nodes.extend(q[0]); inits.extend(q[1])
+    inits += [numpy_helper.from_array(rng.standard_normal((6, 16)).astype(np.float32), "W1"),
+              numpy_helper.from_array(rng.standard_normal(16).astype(np.float32) * 0.3, "b1"),
+              numpy_helper.from_array(rng.standard_normal((16, 5)).astype(np.float32) * 0.4, "W2")]
+    s_act = 2.0 ** -(bits - 1)
+    add(_quant("x", "xq", 2.0 ** -(bits - 1), bits, 0))
+    add(_quant("W1", "W1q", 2.0 ** -(bits - 3), bits, 1, narrow=1))
+    add(_quant("b1", "b1q", 2.0 ** -10, 16, 1, narrow=1))
+    add(_quant("W2", "W2q", 2.0 ** -(bits - 2), bits, 1, narrow=1))
+    nodes += [helper.make_node("MatMul", ["xq", "W1q"], ["a1"], name="mm1"),
+              helper.make_node("Add", ["a1", "b1q"], ["p1"], name="bias1"),
+              helper.make_node(act1, ["p1"], ["g1"], name="act1")]
+    add(_quant("g1", "h1", s_act, bits, 0))
+    nodes += [helper.make_node("MatMul", ["h1", "W2q"], ["a2"], name="mm2"),
+              helper.make_node(act2, ["a2"], ["g2"], name="act2")]
+    add(_quant("g2", "y", s_act, bits, 1))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(Q, 1)])
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quant_mlp_is_bit_exact(bits):
+    model = flimcc.load(quant_mlp(bits=bits))
+    out, report = Pipeline.parse("streamline").run(model, samples=256)
+    assert report.stages[-1].vs_previous.bit_exact
+    assert [n.op_type for n in out.graph.node] == ["Mul", "Quant", "MatMul", "MultiThreshold", "Mul"]
+    check_integer_graph(out)
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8])
+@pytest.mark.parametrize("act1, act2", [("Sigmoid", "Tanh"), ("HardSigmoid", "Tanh")])
+def test_activations_become_exact_multithresholds(bits, act1, act2):
+    model = flimcc.load(_mlp_with_activations(bits, act1, act2))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (4096, 6)).astype(np.float32)
+    out, report = Pipeline.parse("streamline").run(model, inputs={"x": x})
+    assert report.stages[-1].vs_previous.bit_exact
+    ops = [n.op_type for n in out.graph.node]
+    assert ops.count("MultiThreshold") == 2 and act1 not in ops and "Tanh" not in ops
+    assert out.get_tensor_datatype("h1") == DataType[f"UINT{bits}"]
+    check_integer_graph(out)
+
+
+def test_float_activation_without_quantizer_is_refused():
+    proto = _mlp_with_activations(8)
+    quant = next(n for n in proto.graph.node if n.name == "h1_quant")
+    proto.graph.node.remove(quant)
+    next(n for n in proto.graph.node if n.name == "mm2").input[0] = "g1"
+    with pytest.raises(UnsupportedError, match="act1.*must be followed by exactly one Quant"):
+        Pipeline.parse("streamline").run(flimcc.load(proto), verify=False)
+
+
+def test_integer_check_fails_on_a_float_graph():
+    model = flimcc.load(_mlp_with_activations(8))
+    problems = integer_violations(model)
+    assert any("'a1'" in p for p in problems)  # the float accumulator before streamline
+    with pytest.raises(flimcc.FlimccError, match="not an integer graph"):
+        check_integer_graph(model)
