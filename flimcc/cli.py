@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -37,13 +35,9 @@ def _dims(values: tuple[str, ...]) -> dict[str, int]:
 
 def write_json(path: str | os.PathLike, data) -> None:
     """Write JSON atomically (sorted keys, so the same data gives the same bytes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".flimcc-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    from .ir import atomic_write
+
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 dim_option = click.option("--dim", "dims", multiple=True, metavar="NAME=N",

@@ -177,20 +177,29 @@ def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool
     return canonicalize(ModelWrapper(proto), dims, what)
 
 
-def save(model: ModelWrapper | onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write the model atomically: a reader never sees a half-written file."""
-    proto = model.model if isinstance(model, ModelWrapper) else model
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a file so that a reader never sees it half-written (temp file + rename),
+    with the permissions a plain open() would give."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".flimcc-", suffix=".onnx", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".flimcc-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString(deterministic=True))
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save(model: ModelWrapper | onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write the model atomically and deterministically (same model, same bytes)."""
+    proto = model.model if isinstance(model, ModelWrapper) else model
+    return atomic_write(path, proto.SerializeToString(deterministic=True))
 
 
 def op_histogram(model: ModelWrapper) -> dict[str, int]:

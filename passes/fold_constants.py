@@ -20,5 +20,7 @@ class FoldConstants(Pass):
 
     def apply(self, model):
         exclude = ["Quant", "IntQuant", "BipolarQuant", "FloatQuant"] if self.keep_quant else []
+        # qonnx's FoldConstants keeps only a node's first output: leave multi-output ops alone.
+        exclude += sorted({n.op_type for n in model.graph.node if len(n.output) > 1})
         model = model.transform(QonnxFoldConstants(exclude_op_types=exclude), cleanup=True)
         return model, False

@@ -168,3 +168,18 @@ def test_report_says_whether_inputs_were_seeded_or_given():
     assert Pipeline.parse("canonicalize").run(model, seed=5).report.seed == 5
     given = Pipeline.parse("canonicalize").run(model, inputs={"x": np.zeros((2, 8), np.float32)}).report
     assert given.seed is None and given.samples == 2
+
+
+def test_fold_constants_leaves_multi_output_nodes_alone():
+    """qonnx's FoldConstants would keep only the first output of a constant Split."""
+    from onnx import TensorProto, helper, numpy_helper
+    c = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(1, 6), "c")
+    nodes = [helper.make_node("Split", ["c"], ["c0", "c1"], axis=1, num_outputs=2, name="split"),
+             helper.make_node("Add", ["x", "c0"], ["s0"], name="a0"),
+             helper.make_node("Add", ["s0", "c1"], ["y"], name="a1")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [c])
+    model = flimcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+    out, report = Pipeline.parse("fold-constants").run(model)
+    assert report.stages[-1].verdict == "ok"
+    np.testing.assert_array_equal(flimcc.execute(out, np.zeros((1, 3), np.float32))["y"], [[3, 5, 7]])
