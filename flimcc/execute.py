@@ -83,7 +83,7 @@ def _forget_inner_shapes(graph: onnx.GraphProto) -> None:
                 _forget_inner_shapes(attr.g)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _session(model_bytes: bytes) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

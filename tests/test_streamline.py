@@ -86,3 +86,33 @@ def test_integer_check_fails_on_a_float_graph():
     assert any("'a1'" in p for p in problems)  # the float accumulator before streamline
     with pytest.raises(flimcc.FlimccError, match="not an integer graph"):
         check_integer_graph(model)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_seq2seqlite_lowers_to_an_integer_loop_bit_exactly(bits):
+    """Float Seq2SeqLite -> unroll-gru -> quantize -> fold-weights -> streamline: the last
+    two stages are bit-exact on simulated decays and the result is integer-only."""
+    from pathlib import Path
+
+    from flimcc.models.fli_data import simulate
+
+    model = flimcc.load(Path(__file__).parent.parent / "examples" / "models" / "seq2seqlite_random.onnx")
+    x = simulate(512, seed=11).x.astype(np.float32)
+    out, report = Pipeline.parse(f"unroll-gru,quantize{{bits={bits}}},fold-weights,streamline").run(model, inputs={"x": x})
+    assert [s.verdict for s in report.stages] == ["ok"] * 5
+    assert report.stages[-2].vs_previous.bit_exact and report.stages[-1].vs_previous.bit_exact
+    assert integer_violations(out) == []
+    scan_ops = {n.op_type for s in out.graph.node if s.op_type == "Scan"
+                for a in s.attribute if a.name == "body" for n in a.g.node}
+    assert scan_ops <= {"MatMul", "Add", "Sub", "Mul", "MultiThreshold", "Identity"}
+    assert report.stages[-1].metrics["multithresholds"] == 10
+
+
+def test_overflowing_integers_are_refused_with_the_node_named():
+    """The teacher's reset-after product r * (h R + b) exceeds float32's exact range
+    unless requantized: streamline must refuse rather than silently round."""
+    from flimcc.models.seq2seq_onnx import build_seq2seq
+
+    model = flimcc.load(build_seq2seq(32, 1, steps=8, linear_before_reset=1))
+    with pytest.raises(UnsupportedError, match="beyond float32's exact range"):
+        Pipeline.parse("unroll-gru,quantize{bits=8},fold-weights,streamline").run(model, verify=False)
