@@ -107,7 +107,7 @@ def targets(as_json: bool) -> None:
 def opt(model, pipeline_text, output, verify, inputs, samples, seed, report, dims) -> None:
     """Run a pass pipeline on MODEL, verifying each pass against onnxruntime."""
     from .ir import load, save
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, metric_lines
     from .verify import load_inputs
 
     pipeline = Pipeline.parse(pipeline_text)
@@ -122,6 +122,8 @@ def opt(model, pipeline_text, output, verify, inputs, samples, seed, report, dim
                 write_json(report, e.report.to_json())
         raise
     out.print(run.report.table())
+    for line in metric_lines(run.report):
+        out.print(line)
     if report:
         write_json(report, run.report.to_json())
     if output:

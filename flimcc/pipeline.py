@@ -282,6 +282,17 @@ class PipelineReport:
         return t
 
 
+def metric_lines(report: PipelineReport) -> list[str]:
+    """One line per stage with the scalar figures its pass measured (MACs, counts, ...)."""
+    lines = []
+    for stage in report.stages:
+        scalars = {k: v for k, v in stage.metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        if scalars:
+            shown = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in scalars.items())
+            lines.append(f"{stage.stage}: {shown}")
+    return lines
+
+
 def _fmt_err(c: Comparison | None, exact: bool) -> str:
     if c is None:
         return "-"
