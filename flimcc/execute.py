@@ -83,10 +83,18 @@ def _forget_inner_shapes(graph: onnx.GraphProto) -> None:
                 _forget_inner_shapes(attr.g)
 
 
+#: ORT fuses QuantizeLinear/DequantizeLinear pairs around ops into quantized kernels
+#: (QLinear*, lookup tables) that round differently from the graph as written: a
+#: reference run must execute the graph as written.
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
 @functools.lru_cache(maxsize=1024)
-def _session(model_bytes: bytes) -> ort.InferenceSession:
+def _session(model_bytes: bytes, exact: bool = False) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if exact:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
@@ -100,7 +108,7 @@ def run_ort(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and np.ndim(feeds[vi.name]) > 0:
             relax |= dims[0].dim_value != np.shape(feeds[vi.name])[0]
-    sess = _session(_ort_ready(proto, relax))
+    sess = _session(_ort_ready(proto, relax), any(n.op_type in QDQ_OPS for n in proto.graph.node))
     names = [o.name for o in sess.get_outputs()]
     try:
         values = sess.run(names, dict(feeds))
@@ -134,22 +142,43 @@ def _declared(model: ModelWrapper, name: str) -> onnx.ValueInfoProto:
     return onnx.ValueInfoProto(name=name)
 
 
+#: One-node sessions by (node, graph, input dtypes and shapes): a Scan body runs the same
+#: nodes on same-shaped tensors every step, so each is built, serialized and loaded once.
+_NODE_SESSIONS: dict[tuple, tuple] = {}
+_NODE_SESSIONS_MAX = 4096
+
+
 def _run_standard_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    reads = _node_reads(node)
+    feeds = {n: np.asarray(context[n]) for n in reads}
+    # The node's bytes, not its id: a node edited in place must not reuse a stale session.
+    key = (node.SerializeToString(), id(model.graph), tuple((v.dtype.str, v.shape) for v in feeds.values()))
+    entry = _NODE_SESSIONS.get(key)
+    if entry is None or entry[1] is not model.graph:
+        inputs = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                  for n, v in feeds.items()]
+        outputs = [_declared(model, n) for n in node.output if n]
+        graph = onnx.helper.make_graph([node], f"{node.name}_graph", inputs, outputs)
+        proto = qonnx_make_model(graph, opset_imports=list(model.model.opset_import))
+        sess = _session(_ort_ready(proto, False))
+        if len(_NODE_SESSIONS) >= _NODE_SESSIONS_MAX:
+            _NODE_SESSIONS.clear()
+        # node and graph are held so that their ids are not reused while cached
+        entry = _NODE_SESSIONS[key] = (node, model.graph, sess, [o.name for o in sess.get_outputs()])
+    _, _, sess, names = entry
+    try:
+        values = sess.run(names, feeds)
+    except Exception as e:  # noqa: BLE001 - ORT raises its own exception hierarchy
+        raise FlimccError(f"onnxruntime failed: {str(e).splitlines()[0][:400]}") from None
+    context.update(zip(names, values))
+
+
+def _node_reads(node: onnx.NodeProto) -> list[str]:
     reads = [n for n in node.input if n]
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.GRAPH:
             reads += [n for n in _free_inputs(attr.g) if n not in reads]
-    inputs = [
-        onnx.helper.make_tensor_value_info(
-            n, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(context[n]).dtype), np.shape(context[n])
-        )
-        for n in reads
-    ]
-    outputs = [_declared(model, n) for n in node.output if n]
-    graph = onnx.helper.make_graph([node], f"{node.name}_graph", inputs, outputs)
-    proto = qonnx_make_model(graph, opset_imports=list(model.model.opset_import))
-    out = run_ort(proto, {n: np.asarray(context[n]) for n in reads})
-    context.update(out)
+    return reads
 
 
 def _run_custom_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:

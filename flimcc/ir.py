@@ -135,6 +135,12 @@ def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, wha
     """Bind dynamic input dims, name nodes, infer shapes; raise `ModelLoadError` if some
     graph output is still without a static shape."""
     proto = model.model
+    # Older exporters (and Brevitas) also list initializers as graph inputs; they are not
+    # inputs a caller feeds, and passes that replace a weight would leave them dangling.
+    inits = {t.name for t in proto.graph.initializer}
+    static = [i for i in proto.graph.input if i.name in inits]
+    for vi in static:
+        proto.graph.input.remove(vi)
     _bind_dims(proto.graph, dims or {}, what)
     name_nodes(proto.graph)
     try:

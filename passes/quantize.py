@@ -245,6 +245,8 @@ class Quantize(Pass):
         Option("calibration-data", str, "", ".npy/.npz file of calibration inputs (calibration=inputs)"),
         Option("samples", int, 256, "simulated decays drawn for calibration=simulator"),
         Option("state-bits", int, 0, "bits of the loop-carried state (0: as bits); QAT uses bits"),
+        Option("acc-bits", int, 16, "bits of the requantized recurrent accumulator h R_h + Rb_h of a "
+               "reset-after GRU body before it is multiplied by r (0: no requantization)"),
     )
 
     def __init__(self, **kwargs) -> None:
@@ -253,6 +255,9 @@ class Quantize(Pass):
             value = self.effective_state_bits if opt == "state-bits" else getattr(self, opt.replace("-", "_"))
             if not low <= value <= high:
                 raise UnsupportedError(f"pass 'quantize': option '{opt}' is {value}; it must be in {low}..{high}")
+        if self.acc_bits and not max(self.bits, BITS_RANGE[0]) <= self.acc_bits <= BIAS_BITS_RANGE[1]:
+            raise UnsupportedError(f"pass 'quantize': option 'acc-bits' is {self.acc_bits}; it must be 0 (no "
+                                   f"requantization) or in {self.bits}..{BIAS_BITS_RANGE[1]}")
         if self.samples < 1:
             raise UnsupportedError(f"pass 'quantize': option 'samples' is {self.samples}; it must be >= 1")
         if self.calibration == "inputs" and not self.calibration_data:
@@ -282,6 +287,7 @@ class Quantize(Pass):
             "bits": self.bits,
             "bias_bits": self.bias_bits,
             "state_bits": self.effective_state_bits,
+            "acc_bits": self.acc_bits,
             "calibration": self.calibration,
             "inputs": self.input_ranges,
             "quantizers": dict(sorted(self.counts.items())),
@@ -403,6 +409,54 @@ class Quantize(Pass):
             _insert_before(graph, node, quant)
             self.counts[kind] += 1
 
+    def _accumulators(self, graph: onnx.GraphProto, prods: dict[str, onnx.NodeProto], states: set[str],
+                      plan: dict[str, tuple[str, bool]]) -> dict[str, float]:
+        """The reset-after product r * (h R_h + Rb_h) of a `linear_before_reset` GRU body: a
+        two-stream Mul with a Gemm / MatMul (constant weight) on one side. Its accumulator is
+        requantized to `acc-bits` (signed, power-of-two scale from the static bound
+        max_j sum_i |R[i, j]| * max|h| + max|Rb|, so it never clips), else the product's
+        integers exceed float32's exact range. Returns tensor -> scale; adds to `plan`."""
+        scales: dict[str, float] = {}
+        for node in graph.node:
+            if node.op_type != "Mul" or len(node.input) != 2 \
+                    or any(self._constant(graph, n) is not None for n in node.input):
+                continue
+            for tensor in node.input:
+                prod = prods.get(tensor)
+                if prod is None or prod.op_type not in PRODUCTS or tensor in plan:
+                    continue
+                bound = self._product_bound(graph, prod, prods, states)
+                if bound is None:
+                    continue
+                scales[tensor] = pow2_scale(bound, 2 ** (self.acc_bits - 1) - 1)
+                plan[tensor] = ("accumulator", True)
+        return scales
+
+    def _product_bound(self, graph: onnx.GraphProto, prod: onnx.NodeProto, prods: dict[str, onnx.NodeProto],
+                       states: set[str]) -> float | None:
+        attrs = {a.name: helper.get_attribute_value(a) for a in prod.attribute}
+        if attrs.get("transA", 0) or attrs.get("transB", 0):
+            return None
+        x, w = prod.input[0], prod.input[1]
+        weight = _quantized_constant(graph, w, prods)
+        if weight is None or weight.ndim != 2:
+            return None
+        if x in states:
+            x_max = 1.0  # a loop-carried state: signed on the 2^-(b-1) grid, |h| <= 1
+        elif prods.get(x) is not None and prods[x].op_type == "Quant":
+            x_max = _quant_bound(graph, prods[x])
+            if x_max is None:
+                return None
+        else:
+            return None
+        bound = float(np.max(np.abs(weight).sum(axis=0))) * x_max
+        if len(prod.input) > 2 and prod.input[2]:
+            bias = _quantized_constant(graph, prod.input[2], prods)
+            if bias is None:
+                return None
+            bound = bound * float(attrs.get("alpha", 1.0)) + float(np.max(np.abs(bias))) * float(attrs.get("beta", 1.0))
+        return bound
+
     def _activations(self, graph: onnx.GraphProto, scope: NameScope, owner: onnx.NodeProto | None) -> None:
         b = self.bits
         readers = consumers(graph)
@@ -420,19 +474,50 @@ class Quantize(Pass):
                     and all(self._constant(graph, n) is None for n in node.input) \
                     and any(c.op_type in PRODUCTS and k in (0, 1) for c, k in readers.get(out, [])):
                 plan[out] = ("product", True)
+        states: set[str] = set()
         if owner is not None and owner.op_type == "Scan":
+            states = {i.name for i in list(graph.input)[:scan_state_count(owner)]}
             for out in list(graph.output)[:scan_state_count(owner)]:
                 plan.setdefault(out.name, ("state", True))
         prods = producers(graph)
+        acc_scales = self._accumulators(graph, prods, states, plan) if self.acc_bits else {}
         for tensor, (kind, signed) in plan.items():
-            bits = self.effective_state_bits if kind == "state" else b
-            quant = make_quant(graph, scope, f"{tensor}/quant", tensor, 2.0 ** -(bits - 1), bits, signed, False)
+            bits = self.effective_state_bits if kind == "state" else self.acc_bits if kind == "accumulator" else b
+            scale = acc_scales[tensor] if kind == "accumulator" else 2.0 ** -(bits - 1)
+            quant = make_quant(graph, scope, f"{tensor}/quant", tensor, scale, bits, signed, False)
             rename_input(graph, tensor, quant.output[0])
             if tensor in prods:
                 _insert_after(graph, prods[tensor], quant)
             else:  # a graph input returned as a state
                 graph.node.insert(0, quant)
             self.counts[kind] += 1
+
+
+def _quant_bound(graph: onnx.GraphProto, node: onnx.NodeProto) -> float | None:
+    """max |Quant(x)| of a Quant with constant parameters (None otherwise)."""
+    inits = initializers(graph)
+    try:
+        scale, bits = (float(np.max(numpy_helper.to_array(inits[n]))) for n in (node.input[1], node.input[3]))
+    except (KeyError, IndexError):
+        return None
+    signed = next((a.i for a in node.attribute if a.name == "signed"), 1)
+    return scale * (2 ** (int(bits) - 1) if signed else 2 ** int(bits) - 1)
+
+
+def _quantized_constant(graph: onnx.GraphProto, name: str, prods: dict[str, onnx.NodeProto]) -> np.ndarray | None:
+    """The dequantized value of a constant behind its Quant (as quantize inserted it)."""
+    inits = initializers(graph)
+    node = prods.get(name)
+    if node is not None and node.op_type == "Quant":
+        if not all(n in inits for n in node.input):
+            return None
+        x, scale, _, bits = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in node.input)
+        narrow = next((a.i for a in node.attribute if a.name == "narrow"), 0)
+        qmax = 2 ** (int(bits) - 1) - 1
+        return np.clip(np.round(x / scale), -qmax + (0 if narrow else -1), qmax) * scale
+    if name in inits:
+        return numpy_helper.to_array(inits[name]).astype(np.float64)
+    return None
 
 
 def _behind_product(name: str, prods: dict[str, onnx.NodeProto], graph: onnx.GraphProto, depth: int = 8) -> bool:

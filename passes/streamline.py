@@ -33,7 +33,7 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
 from flimcc.errors import UnsupportedError
-from flimcc.execute import run_ort
+from flimcc.execute import _run_standard_node, run_ort
 from flimcc.ir import canonicalize
 from flimcc.pipeline import Contract, Pass, register
 from flimcc.thresholds import QuantSpec, activation_thresholds
@@ -43,7 +43,8 @@ QONNX_DOMAIN = "qonnx.custom_op.general"
 #: the float stage being replaced) is exact.
 EXACT_LIMIT = 2**24
 ACTIVATIONS = ("Sigmoid", "Tanh", "HardSigmoid")
-PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Gather", "Slice", "Expand")
+PASS_THROUGH = ("Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Gather", "Slice", "Expand",
+                "Split")
 LAYOUTS = {2: "NC", 3: "NWC", 4: "NHWC"}  # channels last, as every tensor here is
 
 
@@ -167,12 +168,54 @@ class _Lowering:
 
     def lower(self) -> None:
         for node in self.graph.node:
+            inputs = [i for i in node.input if i]
+            if inputs and all(i in self.consts for i in inputs) and node.op_type not in ("Quant", "Scan"):
+                self.fold(node)  # e.g. the Transpose of a quantized weight in a Brevitas export
+                continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if node.op_type in PASS_THROUGH:
                 handler = self.op_pass_through
             if handler is None:
                 raise UnsupportedError(f"node '{node.name}': streamline cannot lower a {node.op_type} to integers")
             handler(node)
+
+    def fold(self, node: onnx.NodeProto) -> None:
+        """Evaluate a node whose inputs are all constants; its outputs become constants."""
+        context = {i: self.consts[i] for i in node.input if i}
+        model = ModelWrapper(helper.make_model(helper.make_graph([], "g", [], []), opset_imports=self.opsets))
+        _run_standard_node(node, context, model)
+        for out in node.output:
+            if out:
+                self.consts[out] = np.asarray(context[out])
+
+    def op_Clip(self, node):
+        """Clip with constant bounds on the integer grid (a hard sigmoid's clip(0.5x + 0.5, 0, 1))."""
+        x = node.input[0]
+        fx = self.fixed(x, node)
+        bounds = []
+        for k, default in ((1, -np.inf), (2, np.inf)):
+            name = node.input[k] if len(node.input) > k and node.input[k] else None
+            if name is not None and name not in self.consts:
+                raise UnsupportedError(f"node '{node.name}': Clip with a dynamic bound is not lowered")
+            value = float(self.consts[name]) if name is not None else default
+            level = value / fx.scale
+            if np.isfinite(level) and level != round(level):
+                raise UnsupportedError(f"node '{node.name}': Clip bound {value:g} is not on the input's grid")
+            bounds.append(level)
+        lo, hi = max(fx.lo, bounds[0]), min(fx.hi, bounds[1])
+        names = [self.const(node.output[0] + "/min", bounds[0]) if np.isfinite(bounds[0]) else "",
+                 self.const(node.output[0] + "/max", bounds[1]) if np.isfinite(bounds[1]) else ""]
+        self.emit("Clip", [self.src(x)] + names, [node.output[0]])
+        self.set(node, node.output[0], Fixed(fx.scale, int(lo), int(hi), fx.zero))
+
+    def op_Concat(self, node):
+        fxs = [self.fixed(i, node) for i in node.input]
+        scale = min(f.scale for f in fxs)
+        parts = [self.scaled(i, f, f.scale / scale, node) for i, f in zip(node.input, fxs)]
+        self._copy(node, parts)
+        lo = min(f.lo * round(f.scale / scale) for f in fxs)
+        hi = max(f.hi * round(f.scale / scale) for f in fxs)
+        self.set(node, node.output[0], Fixed(scale, lo, hi, all(f.zero for f in fxs)))
 
     def _copy(self, node: onnx.NodeProto, inputs: list[str]) -> onnx.NodeProto:
         new = onnx.NodeProto()

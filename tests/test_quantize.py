@@ -136,8 +136,11 @@ def test_seq2seq_with_reset_after_and_two_layers():
     _, report = Pipeline.parse("unroll-gru,quantize").run(model, verify=False)
     counts = report.stages[-1].metrics["quantizers"]
     # reset-after: no r*h product before a matrix product; the recurrent bias Rbh is
-    # Gemm's C in each of the 4 bodies (17 biases = 4 x 3 projections + 4 Rbh + dense)
-    assert counts == {"bias": 17, "input": 1, "sigmoid": 8, "state": 4, "tanh": 4, "weight": 25}
+    # Gemm's C in each of the 4 bodies (17 biases = 4 x 3 projections + 4 Rbh + dense);
+    # the accumulator h Rh + Rbh is requantized (acc-bits) before r multiplies it
+    assert counts == {"accumulator": 4, "bias": 17, "input": 1, "sigmoid": 8, "state": 4, "tanh": 4, "weight": 25}
+    q = Pipeline.parse("unroll-gru,quantize{acc-bits=0}").run(model, verify=False).report.stages[-1]
+    assert "accumulator" not in q.metrics["quantizers"]
 
 
 def test_calibration_modes(lite_unrolled, tmp_path):

@@ -110,9 +110,29 @@ def test_seq2seqlite_lowers_to_an_integer_loop_bit_exactly(bits):
 
 def test_overflowing_integers_are_refused_with_the_node_named():
     """The teacher's reset-after product r * (h R + b) exceeds float32's exact range
-    unless requantized: streamline must refuse rather than silently round."""
+    unless requantized (acc-bits=0 leaves it wide): streamline must refuse rather than
+    silently round."""
     from flimcc.models.seq2seq_onnx import build_seq2seq
 
     model = flimcc.load(build_seq2seq(32, 1, steps=8, linear_before_reset=1))
-    with pytest.raises(UnsupportedError, match="beyond float32's exact range"):
-        Pipeline.parse("unroll-gru,quantize{bits=8},fold-weights,streamline").run(model, verify=False)
+    with pytest.raises(UnsupportedError, match="r_h_rec.*beyond float32's exact range"):
+        Pipeline.parse("unroll-gru,quantize{bits=8,acc-bits=0},fold-weights,streamline").run(model, verify=False)
+
+
+def test_teacher_shaped_reset_after_gru_lowers_bit_exactly():
+    """linear_before_reset=1 (the teacher): quantize requantizes the recurrent accumulator
+    h R_h + Rb_h to acc-bits before r multiplies it, so the loop stays within 2^24 and the
+    integer lowering is bit-exact."""
+    from flimcc.models.fli_data import SimConfig, simulate
+    from flimcc.models.seq2seq_onnx import build_seq2seq
+
+    steps = 16
+    model = flimcc.load(build_seq2seq(16, 2, steps=steps, linear_before_reset=1, name="seq2seq"))
+    x = simulate(128, SimConfig(n_gates=steps), seed=3).x.astype(np.float32)
+    out, report = Pipeline.parse("unroll-gru,quantize{bits=8},fold-weights,streamline").run(model, inputs={"x": x})
+    assert [s.verdict for s in report.stages] == ["ok"] * 5
+    quantize = report.stages[2]
+    assert quantize.metrics["acc_bits"] == 16 and quantize.metrics["quantizers"]["accumulator"] == 4
+    assert report.stages[-2].vs_previous.bit_exact and report.stages[-1].vs_previous.bit_exact
+    assert report.stages[-1].vs_golden.max_abs_err < 0.05
+    assert integer_violations(out) == []
