@@ -1,0 +1,217 @@
+"""A quantized GRU from Brevitas primitives, and the quantized Seq2SeqLite student.
+
+Brevitas has no QuantGRU, so :class:`QuantGRU` is assembled from ``QuantLinear`` (the
+input and recurrent projections), ``QuantSigmoid`` / a quantized hard sigmoid (the update
+and reset gates), ``QuantTanh`` (the candidate) and ``QuantIdentity`` (the hidden state).
+Its arithmetic is the ONNX ``GRU`` operator's, gate order z, r, h, batch-first::
+
+    z  = f(x W_z + h R_z + b_z)                 r = f(x W_r + h R_r + b_r)
+    h~ = tanh(x W_h + Q(r * h) R_h + b_h)       linear_before_reset = 0 (Keras reset_after=False)
+    h~ = tanh(x W_h + b_Wh + r * (h R_h + b_Rh))  linear_before_reset = 1 (PyTorch, Keras default)
+    h' = Q((1 - z) * h~ + z * h)
+
+with f the logistic sigmoid or the deployed student's hard sigmoid clip(0.5 x + 0.5, 0, 1)
+(ONNX ``HardSigmoid`` alpha = beta = 0.5). Reset-before has one bias vector, as the
+authors' QKeras student; reset-after has an input and a recurrent one, as ONNX and PyTorch.
+
+Quantization (``bits`` = 8, 6 or 4; ``None`` turns every quantizer off, leaving exactly
+the float ONNX GRU math). All scales are powers of two, so an integer lowering is exact:
+
+- weights and biases: signed, narrow, per tensor, radix point from the tensor's max
+  (Brevitas fixed-point quantizers, as QKeras' ``quantized_bits(b, 0, 1)``);
+- gates: unsigned on the 2^-(b-1) grid. That wastes the top half of the codes but holds
+  1.0 exactly: on the 2^-b grid z could never reach 1, so the state would leak a fixed
+  fraction every step (15/16 per step at 4 bits);
+- candidate, hidden state and the reset product r * h: signed on the 2^-(b-1) grid,
+  [-1, 1 - 2^-(b-1)] (QKeras' ``quantized_tanh``). Requantizing r * h keeps the input of
+  the recurrent matrix product at b bits;
+- accumulators (the matrix products plus biases) are not quantized: integer arithmetic
+  on power-of-two grids, they are exact in float32 for these sizes.
+
+The input projection of all T steps is one matrix product before the loop, and the
+weights are quantized once per call, so an export holds one weight ``Quant`` per tensor
+(FINN's weight folding wants one per consumer: the compiler duplicates them). The loop
+over T is Python: export unrolls it into a DAG.
+"""
+
+from __future__ import annotations
+
+import torch
+from brevitas.core.scaling import ScalingImplType
+from brevitas.nn import QuantIdentity, QuantLinear, QuantSigmoid, QuantTanh
+from brevitas.nn.quant_layer import QuantNonLinearActLayer
+from brevitas.quant import (
+    Int8ActPerTensorFixedPoint,
+    Int8BiasPerTensorFixedPointInternalScaling,
+    Int8WeightPerTensorFixedPoint,
+    Uint8ActPerTensorFixedPoint,
+)
+from brevitas.quant_tensor import QuantTensor
+from torch import nn
+
+SIGMOIDS = ("logistic", "hard")
+BIT_WIDTHS = (4, 6, 8)
+
+
+# --- quantizers --------------------------------------------------------------------------
+
+def weight_quant(bits: int | None):
+    """Signed narrow per-tensor weights, power-of-two scale from the max magnitude."""
+    return None if bits is None else Int8WeightPerTensorFixedPoint.let(bit_width=bits)
+
+
+def bias_quant(bits: int | None):
+    """Biases with their own power-of-two scale (not the accumulator's), as QKeras does."""
+    return None if bits is None else Int8BiasPerTensorFixedPointInternalScaling.let(bit_width=bits)
+
+
+def signed_unit_quant(bits: int | None):
+    """Signed codes on the constant 2^-(b-1) grid: [-1, 1 - 2^-(b-1)]."""
+    if bits is None:
+        return None
+    return Int8ActPerTensorFixedPoint.let(
+        bit_width=bits, scaling_impl_type=ScalingImplType.CONST, min_val=-1.0, max_val=1.0)
+
+
+def unsigned_unit_quant(bits: int | None):
+    """Unsigned codes on the constant 2^-(b-1) grid: [0, (2^b - 1) 2^-(b-1)], 1.0 included.
+    (Brevitas' power-of-two scale of an unsigned range is max_val / 2^b.)"""
+    if bits is None:
+        return None
+    return Uint8ActPerTensorFixedPoint.let(
+        bit_width=bits, scaling_impl_type=ScalingImplType.CONST, min_val=0.0, max_val=2.0)
+
+
+# --- layers ------------------------------------------------------------------------------
+
+class HardSigmoid(nn.Module):
+    """QKeras' hard sigmoid clip(0.5 x + 0.5, 0, 1) (not torch's x / 6 + 0.5)."""
+
+    def __init__(self):  # Brevitas' injector rejects nn.Module's (*args, **kwargs)
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(0.5 * x + 0.5, 0.0, 1.0)
+
+
+class QuantHardSigmoid(QuantNonLinearActLayer):
+    """Quantized :class:`HardSigmoid`, the counterpart of Brevitas' ``QuantSigmoid``."""
+
+    def __init__(self, act_quant=None, **kwargs):
+        super().__init__(act_impl=HardSigmoid, passthrough_act=False, input_quant=None,
+                         act_quant=act_quant, return_quant_tensor=False, **kwargs)
+
+
+def _value(t: torch.Tensor | QuantTensor | None) -> torch.Tensor | None:
+    return t.value if isinstance(t, QuantTensor) else t
+
+
+class QuantGRU(nn.Module):
+    """One quantized GRU layer, batch-first, ONNX gate order (see the module notes).
+
+    Inputs are expected on a quantized grid already (the model's input quantizer or the
+    layer below); ``forward(x, h0)`` returns the sequence of states (B, T, H) and the last
+    state (B, H). The parameters have ONNX's layout: ``input.weight`` is W (3H, I),
+    ``recurrent.weight`` is R (3H, H); reset-before keeps the single bias in
+    ``input.bias``, reset-after has ``input.bias`` = Wb and ``recurrent.bias`` = Rb.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, linear_before_reset: int = 0,
+                 bits: int | None = 8, sigmoid: str = "logistic"):
+        super().__init__()
+        if linear_before_reset not in (0, 1):
+            raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
+        if sigmoid not in SIGMOIDS:
+            raise ValueError(f"sigmoid must be one of {SIGMOIDS}, got {sigmoid!r}")
+        if bits is not None and not 2 <= bits <= 16:
+            raise ValueError(f"bits must be in 2..16 or None (float), got {bits!r}")
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.linear_before_reset, self.bits, self.sigmoid = linear_before_reset, bits, sigmoid
+        H = hidden_size
+        self.input = QuantLinear(input_size, 3 * H, bias=True,
+                                 weight_quant=weight_quant(bits), bias_quant=bias_quant(bits))
+        self.recurrent = QuantLinear(H, 3 * H, bias=bool(linear_before_reset),
+                                     weight_quant=weight_quant(bits), bias_quant=bias_quant(bits))
+        gate_cls = QuantSigmoid if sigmoid == "logistic" else QuantHardSigmoid
+        self.gate = gate_cls(act_quant=unsigned_unit_quant(bits))
+        self.candidate = QuantTanh(act_quant=signed_unit_quant(bits))
+        self.state_quant = QuantIdentity(act_quant=signed_unit_quant(bits))
+        self.reset_quant = QuantIdentity(act_quant=signed_unit_quant(bits))
+        self._init_like_pytorch()
+
+    def _init_like_pytorch(self) -> None:
+        # torch.nn.GRU's U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias.
+        bound = self.hidden_size ** -0.5
+        for p in (self.input.weight, self.input.bias, self.recurrent.weight, self.recurrent.bias):
+            if p is not None:
+                nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape
+        H = self.hidden_size
+        # Loop-invariant work, done once so that an export holds it once: the input
+        # projection of every step (one matrix product) and the quantized weights.
+        gx_zr, gx_h = _value(self.input(x)).split([2 * H, H], dim=2)
+        R_zr, R_h = _value(self.recurrent.quant_weight()).t().split([2 * H, H], dim=1)
+        Rb = _value(self.recurrent.quant_bias())
+        h = x.new_zeros(B, H) if h0 is None else _value(self.state_quant(h0))
+        states = []
+        for t in range(T):
+            if self.linear_before_reset:
+                h = self._step_reset_after(gx_zr[:, t], gx_h[:, t], h, R_zr, R_h, Rb)
+            else:
+                h = self._step_reset_before(gx_zr[:, t], gx_h[:, t], h, R_zr, R_h)
+            states.append(h)
+        return torch.stack(states, dim=1), h
+
+    def _step_reset_before(self, gx_zr, gx_h, h, R_zr, R_h):
+        z, r = _value(self.gate(gx_zr + h @ R_zr)).split(self.hidden_size, dim=1)
+        candidate = _value(self.candidate(gx_h + _value(self.reset_quant(r * h)) @ R_h))
+        return self._update(z, candidate, h)
+
+    def _step_reset_after(self, gx_zr, gx_h, h, R_zr, R_h, Rb):
+        Rb_zr, Rb_h = Rb.split([2 * self.hidden_size, self.hidden_size])
+        z, r = _value(self.gate(gx_zr + h @ R_zr + Rb_zr)).split(self.hidden_size, dim=1)
+        candidate = _value(self.candidate(gx_h + r * (h @ R_h + Rb_h)))
+        return self._update(z, candidate, h)
+
+    def _update(self, z, candidate, h):
+        return _value(self.state_quant((1 - z) * candidate + z * h))
+
+    def onnx_weights(self) -> dict[str, torch.Tensor]:
+        """The (quantized) W, R, B of the equivalent ONNX ``GRU`` node, shapes
+        (1, 3H, I), (1, 3H, H), (1, 6H); reset-before puts its bias in Wb, zeros in Rb."""
+        with torch.no_grad():
+            W = _value(self.input.quant_weight())
+            R = _value(self.recurrent.quant_weight())
+            Wb = _value(self.input.quant_bias())
+            Rb = _value(self.recurrent.quant_bias())
+            if Rb is None:
+                Rb = torch.zeros_like(Wb)
+            return {"W": W[None].clone(), "R": R[None].clone(), "B": torch.cat([Wb, Rb])[None]}
+
+
+class QuantSeq2SeqLite(nn.Module):
+    """The quantized student: input quantizer, QuantGRU encoder, QuantGRU decoder fed
+    zeros from the encoder's final state, and a quantized Dense(3) head (float output).
+
+    The defaults are the authors' deployed student: 32 units, reset-before
+    (6,627 parameters), 8 bits; ``sigmoid="hard"`` gives its hard sigmoid.
+    """
+
+    def __init__(self, hidden: int = 32, bits: int | None = 8, linear_before_reset: int = 0,
+                 sigmoid: str = "logistic", outputs: int = 3):
+        super().__init__()
+        self.hidden, self.bits = hidden, bits
+        self.linear_before_reset, self.sigmoid = linear_before_reset, sigmoid
+        # The input is peak-normalised to [0, 1]: unsigned, 1.0 exactly on the grid.
+        self.input_quant = QuantIdentity(act_quant=unsigned_unit_quant(bits))
+        self.encoder = QuantGRU(1, hidden, linear_before_reset, bits, sigmoid)
+        self.decoder = QuantGRU(1, hidden, linear_before_reset, bits, sigmoid)
+        self.dense = QuantLinear(hidden, outputs, bias=True,
+                                 weight_quant=weight_quant(bits), bias_quant=bias_quant(bits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, state = self.encoder(_value(self.input_quant(x)))
+        decoded, _ = self.decoder(torch.zeros_like(x), state)
+        return _value(self.dense(decoded))

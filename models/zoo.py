@@ -1,0 +1,135 @@
+"""The small trained models shipped with flimcc (``models/zoo/``).
+
+Each model is ``<name>.onnx`` with a model card ``<name>.json`` (architecture, parameters,
+bit width, training data, training cost, accuracy, export check)::
+
+    from flimcc.models import zoo
+    zoo.names()                     # ['seq2seq', 'seq2seqlite-float', 'seq2seqlite-int8', ...]
+    zoo.path("seq2seqlite-int8")    # Path to the ONNX/QONNX file
+    zoo.card("seq2seqlite-int8")    # the model card as a dict
+
+A trained checkpoint becomes a zoo entry with
+``python -m flimcc.models.zoo ship CHECKPOINT NAME [--check N]``, which exports it, checks
+the file against PyTorch on N test decays, measures accuracy on the test set of
+:mod:`flimcc.models.evaluate` and writes the card and ``README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+
+
+def names() -> list[str]:
+    """Names of the shipped models, sorted."""
+    return sorted(p.stem for p in ZOO_DIR.glob("*.onnx"))
+
+
+def path(name: str) -> Path:
+    """The ONNX file of model ``name``; a ``KeyError`` lists the available names."""
+    file = ZOO_DIR / f"{name}.onnx"
+    if not file.is_file():
+        raise KeyError(f"no zoo model {name!r}; available: {', '.join(names()) or 'none'}")
+    return file
+
+
+def card(name: str) -> dict:
+    """The model card of ``name``."""
+    return json.loads(path(name).with_suffix(".json").read_text())
+
+
+def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_samples: int = 2000,
+         zoo_dir: Path = ZOO_DIR) -> dict:
+    """Export ``checkpoint`` as zoo model ``name`` and write its card; returns the card."""
+    import torch
+
+    from .evaluate import TEST_SEED, make_test_set
+    from .export import OPSET, check_export, export
+    from .lifetimes import evaluate
+    from .seq2seq import count_parameters
+    from .train import SUMMARY, TRAIN_SEED, VAL_SEED, load_checkpoint, predict
+
+    model, config, ckpt = load_checkpoint(checkpoint)
+    test = make_test_set(accuracy_samples)
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = export(model, zoo_dir / f"{name}.onnx", test.config.n_gates, metadata={"flimcc.zoo": name})
+    check = check_export(model, onnx_path, test.x[:check_samples])
+    with torch.no_grad():
+        accuracy = evaluate(predict(model, torch.from_numpy(test.x)).numpy(), test.y, test.labels)
+    # A best.pt holds the history up to its epoch; the run's own summary has all of it.
+    summary = Path(checkpoint).with_name(SUMMARY)
+    history = json.loads(summary.read_text())["history"] if summary.is_file() else ckpt["history"]
+    entry = {
+        "name": name,
+        "file": onnx_path.name,
+        "format": "ONNX (GRU nodes)" if config.bits is None else "QONNX (unrolled over T)",
+        "architecture": {"class": type(model).__name__, "hidden": config.hidden, "layers": config.layers,
+                         "linear_before_reset": 1 if config.bits is None else config.linear_before_reset,
+                         "sigmoid": "logistic" if config.bits is None else config.sigmoid,
+                         "input": f"x (batch, {test.config.n_gates}, 1), peak-normalised decay",
+                         "output": f"y (batch, {test.config.n_gates}, 3), [full, short, long] curves"},
+        "parameters": count_parameters(model),
+        "bits": "float" if config.bits is None else config.bits,
+        "training_data": {"simulator": "flimcc.models.fli_data.simulate", "sim_config": config.sim,
+                          "train_samples": config.samples, "train_seed": TRAIN_SEED,
+                          "val_samples": config.val_samples, "val_seed": VAL_SEED},
+        "training": {"epochs_run": history[-1]["epoch"], "selected_epoch": ckpt["epoch"],
+                     "batch_size": config.batch_size, "lr": config.lr,
+                     "alpha": config.alpha, "teacher": config.teacher and Path(config.teacher).parent.name,
+                     "seconds": round(sum(h["seconds"] for h in history), 1),
+                     "hardware": "CPU, 1 torch thread", "val_loss": ckpt["history"][-1]["val_loss"]},
+        "accuracy": {"test_set": {"samples": accuracy_samples, "seed": TEST_SEED},
+                     "evaluated_with": "PyTorch (the export check below ties the file to it)",
+                     **accuracy.as_dict()},
+        "export": {"opset": OPSET, "executor": "flimcc.execute", "check": str(check),
+                   "max_abs_err": check.max_abs_err, "bit_exact": check.bit_exact,
+                   "bytes": onnx_path.stat().st_size},
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
+    write_readme(zoo_dir)
+    return entry
+
+
+def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
+    """``README.md``: one table row per model card in ``zoo_dir``."""
+    lines = ["# flimcc model zoo", "",
+             "Written by `python -m flimcc.models.zoo ship`; the cards (`*.json`) hold the details.",
+             "Accuracy on the fixed test set of `flimcc.models.evaluate` (RMSE, R^2, L2 of the full decay;",
+             "lifetime MAE in ns).", "",
+             "| model | format | params | bits | RMSE | R^2 | L2 | tau1 MAE | tau2 MAE | train s | export |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for file in sorted(zoo_dir.glob("*.json")):
+        c = json.loads(file.read_text())
+        full, life = c["accuracy"]["full"], c["accuracy"]["lifetimes"]
+        lines.append(f"| {c['name']} | {c['format']} | {c['parameters']:,} | {c['bits']} | {full['rmse']:.4f} "
+                     f"| {full['r2']:.4f} | {full['l2']:.4f} | {life['tau1_mae']:.3f} | {life['tau2_mae']:.3f} "
+                     f"| {c['training']['seconds']:.0f} | {c['export']['check']} |")
+    readme = zoo_dir / "README.md"
+    readme.write_text("\n".join(lines) + "\n")
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flimcc.models.zoo", description="The shipped models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="names and formats")
+    s = sub.add_parser("ship", help="export a checkpoint into the zoo with its card")
+    s.add_argument("checkpoint", help="a run's best.pt or checkpoint.pt")
+    s.add_argument("name")
+    s.add_argument("--check", type=int, default=8, help="test decays for the export check")
+    args = p.parse_args(argv)
+    if args.command == "list":
+        for name in names():
+            c = card(name)
+            print(f"{name:<22} {c['format']:<26} {c['parameters']:>8,} params  bits {c['bits']}")
+        return 0
+    print(json.dumps(ship(args.checkpoint, args.name, args.check)["export"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Evaluation on the fixed test set, and the shipped model zoo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import flimcc
+from flimcc.models import zoo
+from flimcc.models.evaluate import TEST_SEED, evaluate_model, main, make_test_set
+from flimcc.models.export import export
+from flimcc.models.seq2seq import Seq2SeqLite
+
+
+@pytest.fixture(scope="module")
+def student_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    return export(Seq2SeqLite(), tmp_path_factory.mktemp("eval") / "student.onnx")
+
+
+def test_test_set_is_fixed():
+    a, b = make_test_set(16), make_test_set(16)
+    assert np.array_equal(a.x, b.x) and a.x.shape == (16, 135, 1)
+    assert TEST_SEED not in (1, 2)  # the training and validation seeds
+
+
+def test_evaluate_prints_a_table(student_onnx, tmp_path, capsys):
+    assert main([str(student_onnx), "--samples", "32", "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("model"))
+    for column in ("RMSE", "R^2", "L2", "tau1 MAE", "tau2 MAE", "f MAE"):
+        assert column in header
+    assert any(line.startswith("student ") for line in out.splitlines())
+    metrics = json.loads((tmp_path / "m.json").read_text())["student"]
+    assert set(metrics) == {"full", "short", "long", "lifetimes"}
+
+
+def test_evaluate_model_uses_the_models_own_steps(tmp_path):
+    path = export(Seq2SeqLite(), tmp_path / "short.onnx", steps=40)
+    ev = evaluate_model(path, samples=16)
+    assert np.isfinite(ev.full.rmse)
+
+
+def test_no_models_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        main([])
+    assert "give model files or --zoo" in capsys.readouterr().err
+
+
+def test_zoo_unknown_name_lists_the_available_ones():
+    with pytest.raises(KeyError, match="available"):
+        zoo.path("no-such-model")
+
+
+CARD_KEYS = {"name", "architecture", "parameters", "bits", "training_data", "training", "accuracy", "export"}
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_models_have_cards_and_load(name):
+    card = zoo.card(name)
+    assert CARD_KEYS <= set(card) and card["name"] == name
+    path = zoo.path(name)
+    assert path.stat().st_size < 2_000_000
+    proto = onnx.load(path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["flimcc.bits"] == str(card["bits"])
+    if card["bits"] == "float":  # QONNX at T = 135 takes minutes to load (qonnx shape checks)
+        flimcc.load(path)
+
+
+def test_ship_writes_model_card_and_readme(tmp_path):
+    from flimcc.models.train import CHECKPOINT, TrainConfig, train
+
+    config = TrainConfig.for_model("student", bits=None, epochs=1, samples=64, val_samples=32, batch_size=32)
+    train(config, tmp_path / "run", quiet=True, threads=1)
+    card = zoo.ship(tmp_path / "run" / CHECKPOINT, "tiny", check_samples=4, accuracy_samples=32,
+                    zoo_dir=tmp_path / "zoo")
+    assert CARD_KEYS <= set(card) and card["parameters"] == 6_819 and card["bits"] == "float"
+    assert card["export"]["max_abs_err"] < 1e-5
+    assert (tmp_path / "zoo" / "tiny.json").is_file()
+    assert "| tiny |" in (tmp_path / "zoo" / "README.md").read_text()

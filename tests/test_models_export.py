@@ -1,0 +1,68 @@
+"""Export: float models keep ONNX GRU nodes and match PyTorch; the quantized student's
+QONNX export is bit-exact with PyTorch through flimcc's and qonnx's executors."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from qonnx.core.onnx_exec import execute_onnx
+
+import flimcc
+from flimcc.models.export import check_export, export
+from flimcc.models.fli_data import SimConfig, simulate
+from flimcc.models.quant_gru import QuantSeq2SeqLite
+from flimcc.models.seq2seq import Seq2Seq, Seq2SeqLite
+
+# Unrolled QONNX grows by ~19 nodes per step and layer and runs node by node: keep T short.
+QUANT_STEPS = 6
+
+
+def _decays(n: int, steps: int) -> np.ndarray:
+    return simulate(n, SimConfig(n_gates=steps, irf_center=0.1, jitter_range=(0, 1)), seed=5).x
+
+
+def _ops(path) -> Counter:
+    return Counter(node.op_type for node in onnx.load(path).graph.node)
+
+
+@pytest.mark.parametrize("make, grus", [(Seq2SeqLite, 2), (lambda: Seq2Seq(hidden=16), 4)],
+                         ids=["seq2seqlite", "seq2seq-2x16"])
+def test_float_export_keeps_gru_nodes_and_matches_pytorch(tmp_path, make, grus):
+    torch.manual_seed(0)
+    model = make()
+    path = export(model, tmp_path / "model.onnx")
+    proto = onnx.load(path)
+    gru_nodes = [n for n in proto.graph.node if n.op_type == "GRU"]
+    assert len(gru_nodes) == grus
+    assert all(onnx.helper.get_attribute_value(a) == 1 for n in gru_nodes for a in n.attribute
+               if a.name == "linear_before_reset")
+    assert proto.opset_import[0].version == 17
+    assert {p.key: p.value for p in proto.metadata_props}["flimcc.bits"] == "float"
+    check = check_export(model, path, _decays(8, 135))
+    assert check.max_abs_err < 1e-5
+
+
+def test_qonnx_export_is_bit_exact_at_8_bits(tmp_path):
+    torch.manual_seed(1)
+    model = QuantSeq2SeqLite(bits=8)
+    path = export(model, tmp_path / "student.onnx", steps=QUANT_STEPS)
+    ops = _ops(path)
+    assert ops["Quant"] > 0 and "GRU" not in ops and ops["Sigmoid"] == ops["Tanh"] == 2 * QUANT_STEPS
+    check = check_export(model, path, _decays(64, QUANT_STEPS))
+    assert check.bit_exact, str(check)
+
+
+def test_qonnx_export_at_4_bits_hard_sigmoid_runs_bit_exact_in_qonnx(tmp_path):
+    torch.manual_seed(2)
+    model = QuantSeq2SeqLite(bits=4, sigmoid="hard", linear_before_reset=1).eval()
+    path = export(model, tmp_path / "student4.onnx", steps=QUANT_STEPS)
+    assert "Sigmoid" not in _ops(path)  # clip(0.5 x + 0.5, 0, 1) exports as Mul, Add, Clip
+    x = _decays(1, QUANT_STEPS)
+    got = execute_onnx(flimcc.load(path), {"x": x})["y"]  # qonnx's own executor
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.array_equal(got, expected)
