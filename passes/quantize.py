@@ -128,6 +128,13 @@ class NameScope:
 def rename_input(graph: onnx.GraphProto, old: str, new: str, skip: onnx.NodeProto | None = None) -> None:
     """Make every reader of `old` (nodes, graph outputs, subgraphs reading it from this
     scope) read `new` instead; `skip` keeps its input (the node that computes `new`)."""
+    _rename_reads(graph, old, new, skip)
+    for out in graph.output:
+        if out.name == old:
+            out.name = new
+
+
+def _rename_reads(graph: onnx.GraphProto, old: str, new: str, skip: onnx.NodeProto | None = None) -> None:
     for node in graph.node:
         if node is not skip:
             for k, name in enumerate(node.input):
@@ -135,20 +142,7 @@ def rename_input(graph: onnx.GraphProto, old: str, new: str, skip: onnx.NodeProt
                     node.input[k] = new
         for attr in subgraph_attrs(node):
             if old in free_names(attr.g):
-                _rename_free(attr.g, old, new)
-    for out in graph.output:
-        if out.name == old:
-            out.name = new
-
-
-def _rename_free(graph: onnx.GraphProto, old: str, new: str) -> None:
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name == old:
-                node.input[k] = new
-        for attr in subgraph_attrs(node):
-            if old in free_names(attr.g):
-                _rename_free(attr.g, old, new)
+                _rename_reads(attr.g, old, new)
 
 
 def scalar(value: float, name: str) -> onnx.TensorProto:
