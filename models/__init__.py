@@ -1,5 +1,5 @@
 """The model family flimcc compiles: FLI data simulation, lifetime extraction and metrics
-(numpy only), and (with the models issue) Seq2Seq / Seq2SeqLite in PyTorch, training,
+(numpy only), Seq2Seq / Seq2SeqLite in PyTorch and Brevitas, training,
 export and the shipped zoo.
 
 Modules (the PyTorch ones import torch and Brevitas; this package itself imports neither):
