@@ -90,9 +90,15 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @functools.lru_cache(maxsize=1024)
-def _session(model_bytes: bytes, exact: bool = False) -> ort.InferenceSession:
+def _session(model_bytes: bytes, exact: bool = False, single_thread: bool = False) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # Idle ORT worker threads spin by default; with many cached sessions (one per node of
+    # a loop body) the spinning threads starve the machine.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if single_thread:  # one-node sessions run tiny kernels: threads cost more than they give
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
     if exact:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
@@ -160,7 +166,7 @@ def _run_standard_node(node: onnx.NodeProto, context: dict, model: ModelWrapper)
         outputs = [_declared(model, n) for n in node.output if n]
         graph = onnx.helper.make_graph([node], f"{node.name}_graph", inputs, outputs)
         proto = qonnx_make_model(graph, opset_imports=list(model.model.opset_import))
-        sess = _session(_ort_ready(proto, False))
+        sess = _session(_ort_ready(proto, False), single_thread=True)
         if len(_NODE_SESSIONS) >= _NODE_SESSIONS_MAX:
             _NODE_SESSIONS.clear()
         # node and graph are held so that their ids are not reused while cached
