@@ -12,12 +12,15 @@
 
 :func:`check_export` runs the file with :func:`flimcc.execute` (onnxruntime for a
 standard graph; qonnx's ``Quant`` in Python and every other node in onnxruntime for
-QONNX) and compares with PyTorch. Measured: the quantized student is bit-exact at 8 and
-4 bits, T = 135 (the zoo's cards). By construction the matrix products are exact (integer
-codes on power-of-two grids, exact in float32 whatever the summation order) and the
-rounding modes agree (half to even); for the logistic sigmoid and tanh it also takes
-torch's and onnxruntime's float32 kernels to agree, which they did on every input seen
-(the hard sigmoid needs no such luck). Float exports agree to about 1e-6.
+QONNX) and compares with PyTorch. Float exports agree to about 1e-6. The quantized
+student's matrix products are exact (integer codes on power-of-two grids, exact in
+float32 whatever the summation order) and the rounding modes agree (half to even), so:
+
+- with the hard sigmoid and hard tanh (the deployed student's) the export is bit-exact by
+  construction;
+- with the logistic sigmoid and tanh, torch's and onnxruntime's float32 kernels differ in
+  the last bit and a level flips a few times in a million: the zoo's 8-bit model is
+  bit-exact on 1,984 of 2,000 test decays at T = 135, max abs error 0.016 on the others.
 
     python -m flimcc.models.export CHECKPOINT -o MODEL.onnx [--steps T] [--check N]
 """

@@ -2,7 +2,7 @@
 
     python -m flimcc.models.train teacher|student [--quick] [--out DIR] [--epochs N]
         [--samples N] [--bits 8|6|4|float] [--alpha 0.6] [--teacher CKPT] [--resume]
-        [--device auto|cpu|cuda] [--threads 1] [--lr LR] [--batch-size B] [--sigmoid hard]
+        [--device auto|cpu|cuda] [--threads 1] [--lr LR] [--batch-size B] [--sigmoid hard] [--tanh hard]
 
 - Teacher: MSE on the three output curves (reference ``seeds.md`` section 5).
 - Student: alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, truth), alpha = 0.6
@@ -53,6 +53,7 @@ class TrainConfig:
     layers: int = 1  # GRU layers per side (the teacher has 2)
     linear_before_reset: int = 0  # quantized student; the float models are PyTorch's (1)
     sigmoid: str = "logistic"  # quantized student: "logistic" | "hard"
+    tanh: str = "tanh"  # quantized student: "tanh" | "hard"
     samples: int = 20_000
     val_samples: int = 2_000
     epochs: int = 20
@@ -92,7 +93,7 @@ def build_model(config: TrainConfig) -> nn.Module:
         return Seq2Seq(config.hidden, config.layers)
     if config.bits is None:
         return Seq2SeqLite(config.hidden)
-    return QuantSeq2SeqLite(config.hidden, config.bits, config.linear_before_reset, config.sigmoid)
+    return QuantSeq2SeqLite(config.hidden, config.bits, config.linear_before_reset, config.sigmoid, config.tanh)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
@@ -282,6 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float)
     p.add_argument("--bits", type=_bits, default=8, help="student: 8, 6, 4 (QAT) or float")
     p.add_argument("--sigmoid", choices=["logistic", "hard"], help="quantized student's gate activation")
+    p.add_argument("--tanh", choices=["tanh", "hard"], help="quantized student's candidate activation")
     p.add_argument("--alpha", type=float, help="distillation weight (default 0.6)")
     p.add_argument("--teacher", help="teacher checkpoint for distillation")
     p.add_argument("--seed", type=int)
@@ -297,7 +299,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = dict(QUICK) if args.quick else {}
     if args.samples is not None:
         overrides |= {"samples": args.samples, "val_samples": max(32, args.samples // 10)}
-    for name in ("epochs", "batch_size", "lr", "sigmoid", "alpha", "teacher", "seed"):
+    for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.model == "student":

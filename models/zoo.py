@@ -70,6 +70,7 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
         "architecture": {"class": type(model).__name__, "hidden": config.hidden, "layers": config.layers,
                          "linear_before_reset": 1 if config.bits is None else config.linear_before_reset,
                          "sigmoid": "logistic" if config.bits is None else config.sigmoid,
+                         "tanh": "tanh" if config.bits is None else config.tanh,
                          "input": f"x (batch, {test.config.n_gates}, 1), peak-normalised decay",
                          "output": f"y (batch, {test.config.n_gates}, 3), [full, short, long] curves"},
         "parameters": count_parameters(model),
@@ -99,7 +100,8 @@ def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
     lines = ["# flimcc model zoo", "",
              "Written by `python -m flimcc.models.zoo ship`; the cards (`*.json`) hold the details.",
              "Accuracy on the fixed test set of `flimcc.models.evaluate` (RMSE, R^2, L2 of the full decay;",
-             "lifetime MAE in ns).", "",
+             "lifetime MAE in ns); the export column compares the file, run by `flimcc.execute`, with PyTorch.",
+             "Training ran on a shared CPU with one torch thread; its seconds include that machine's load.", "",
              "| model | format | params | bits | RMSE | R^2 | L2 | tau1 MAE | tau2 MAE | train s | export |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for file in sorted(zoo_dir.glob("*.json")):

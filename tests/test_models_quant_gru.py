@@ -11,10 +11,11 @@ from onnx import helper, numpy_helper
 
 from flimcc.models.quant_gru import HardSigmoid, QuantGRU, QuantSeq2SeqLite
 
-ACTIVATIONS = {"logistic": lambda v: 1 / (1 + np.exp(-v)), "hard": lambda v: np.clip(0.5 * v + 0.5, 0, 1)}
+SIGMOIDS = {"logistic": lambda v: 1 / (1 + np.exp(-v)), "hard": lambda v: np.clip(0.5 * v + 0.5, 0, 1)}
+TANHS = {"tanh": np.tanh, "hard": lambda v: np.clip(v, -1, 1)}
 
 
-def onnx_gru_reference(x, W, R, B, h0, linear_before_reset, f):
+def onnx_gru_reference(x, W, R, B, h0, linear_before_reset, f, g=np.tanh):
     """The ONNX GRU operator's equations in float64, batch-first x (N, T, I)."""
     x, W, R, B, h = (np.asarray(a, np.float64) for a in (x, W, R, B, h0))
     Wz, Wr, Wh = np.split(W, 3)
@@ -26,9 +27,9 @@ def onnx_gru_reference(x, W, R, B, h0, linear_before_reset, f):
         z = f(xt @ Wz.T + h @ Rz.T + Wbz + Rbz)
         r = f(xt @ Wr.T + h @ Rr.T + Wbr + Rbr)
         if linear_before_reset:
-            cand = np.tanh(xt @ Wh.T + r * (h @ Rh.T + Rbh) + Wbh)
+            cand = g(xt @ Wh.T + r * (h @ Rh.T + Rbh) + Wbh)
         else:
-            cand = np.tanh(xt @ Wh.T + (r * h) @ Rh.T + Rbh + Wbh)
+            cand = g(xt @ Wh.T + (r * h) @ Rh.T + Rbh + Wbh)
         h = (1 - z) * cand + z * h
         states.append(h)
     return np.stack(states, axis=1)
@@ -49,13 +50,14 @@ def _inputs(seed=0, n=4, steps=9, inputs=3, hidden=5):
 
 
 @pytest.mark.parametrize("lbr", [0, 1])
-@pytest.mark.parametrize("sigmoid", ["logistic", "hard"])
-def test_float_mode_is_the_onnx_gru(lbr, sigmoid):
+@pytest.mark.parametrize("sigmoid, tanh", [("logistic", "tanh"), ("hard", "tanh"), ("hard", "hard")])
+def test_float_mode_is_the_onnx_gru(lbr, sigmoid, tanh):
     torch.manual_seed(1)
-    gru = QuantGRU(3, 5, linear_before_reset=lbr, bits=None, sigmoid=sigmoid).eval()
+    gru = QuantGRU(3, 5, linear_before_reset=lbr, bits=None, sigmoid=sigmoid, tanh=tanh).eval()
     x, h0 = _inputs()
+    x *= 3  # drive the hard activations into their clipped ranges too
     w = {k: v[0].numpy() for k, v in gru.onnx_weights().items()}
-    expected = onnx_gru_reference(x, w["W"], w["R"], w["B"], h0, lbr, ACTIVATIONS[sigmoid])
+    expected = onnx_gru_reference(x, w["W"], w["R"], w["B"], h0, lbr, SIGMOIDS[sigmoid], TANHS[tanh])
     np.testing.assert_allclose(_run(gru, x, h0), expected, atol=2e-6)
 
 
@@ -129,7 +131,8 @@ def test_model_quantizes_its_input_on_the_unsigned_grid():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"linear_before_reset": 2}, "linear_before_reset"), ({"sigmoid": "relu"}, "sigmoid"), ({"bits": 1}, "bits"),
+    ({"linear_before_reset": 2}, "linear_before_reset"), ({"sigmoid": "relu"}, "sigmoid"), ({"tanh": "relu"}, "tanh"),
+    ({"bits": 1}, "bits"),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

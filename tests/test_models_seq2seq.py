@@ -47,8 +47,8 @@ def test_report_explains_the_difference():
 @pytest.mark.parametrize("make", [
     lambda: Seq2Seq(hidden=16), Seq2SeqLite,
     lambda: QuantSeq2SeqLite(bits=8), lambda: QuantSeq2SeqLite(bits=4, sigmoid="hard", linear_before_reset=1),
-    lambda: QuantSeq2SeqLite(bits=None),
-], ids=["seq2seq", "seq2seqlite", "quant8", "quant4-hard-lbr1", "quant-float"])
+    lambda: QuantSeq2SeqLite(bits=6, sigmoid="hard", tanh="hard"), lambda: QuantSeq2SeqLite(bits=None),
+], ids=["seq2seq", "seq2seqlite", "quant8", "quant4-hard-lbr1", "quant6-hard-hard", "quant-float"])
 def test_forward_shape(make):
     model = make()
     with torch.no_grad():
