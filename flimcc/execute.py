@@ -278,6 +278,21 @@ def graph_input_names(model: ModelWrapper) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in inits]
 
 
+def _hardware_batch(model: ModelWrapper, feeds: dict[str, np.ndarray]) -> ModelWrapper:
+    """A hardware graph is written for one frame of P pixels and FINN's ops reshape to
+    their declared vectors: run it on the caller's batch through a re-batched copy, so each
+    node runs once over every pixel."""
+    from flimcc.hw.layout import FINN_HW_DOMAINS, LOOP_DOMAIN, rebatch
+
+    if not any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
+        return model
+    first = graph_input_names(model)[0]
+    n = int(np.shape(feeds[first])[0])
+    if model.get_tensor_shape(first)[0] == n:
+        return model
+    return rebatch(model, n)
+
+
 def execute(model: ModelWrapper, inputs, return_context: bool = False) -> dict[str, np.ndarray]:
     """Run the model on `inputs` (name -> array, or one array for a one-input model).
 
@@ -288,6 +303,7 @@ def execute(model: ModelWrapper, inputs, return_context: bool = False) -> dict[s
     if is_standard_graph(model.graph):
         result = run_ort(model.model, feeds)
         return {n: result[n] for n in out_names} if not return_context else {**feeds, **result}
+    model = _hardware_batch(model, feeds)
     context: dict[str, np.ndarray] = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
     context.update(feeds)
     run_nodes(model, context)

@@ -1,0 +1,547 @@
+"""lower-finn: the integer graph becomes FINN hardware ops plus flimcc's RecurrentLoop.
+
+Input: the output of ``streamline`` (integer tensors between a float head and tail, time
+loops as ``Scan``). Output: the graph FINN's builder continues from after its
+``step_specialize_layers``: float head and tail as plain ONNX at the graph's edges (one
+dataflow partition in between), and in between only specialised FINN nodes
+(``MVAU_rtl/_hls``, ``Thresholding_rtl``, ``Elementwise*_hls``, ``DuplicateStreams_hls``)
+and ``flimcc.hw.RecurrentLoop`` nodes whose bodies hold the same.
+
+The conversions are FINN's own transformations (``InferQuantizedMatrixVectorActivation``,
+``InferElementwiseBinaryOperation``, ``InferThresholdingLayer``,
+``InferDuplicateStreamsLayer``, ``MinimizeAccumulatorWidth``, ``SpecializeLayers``), run
+on the top graph and on each loop body. flimcc adds what they lack:
+
+* the time loop: each ``Scan`` becomes a RecurrentLoop; a zero initial state (the GRU
+  default, written by ``unroll-gru`` as ``Where(false, .., 0)``) becomes the loop's
+  ``zero_init`` flag instead of an input, and a constant per-step input whose steps are all equal (the decoder's
+  folded zero-input projection) moves into the body as a constant operand;
+* layouts FINN executes: sequences ``(T, B, C)`` become 4-D ``(1, T, B, C)`` streams and
+  states/bodies stay 2-D (see :mod:`flimcc.hw.layout`);
+* the hardware region is made contiguous: chains of shape ops that add and drop unit axes
+  are bypassed, and a transpose feeding per-vector work (matrix products and elementwise
+  ops with per-channel constants) moves past it to the tail, where it stays in software.
+
+Anything left in the middle that is not hardware (a float op, an unknown op) stops the
+pass with an error naming the node, because FINN's builder takes exactly one dataflow
+partition. Contract: exact (integer arithmetic is unchanged; checked bit for bit).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+from onnx import helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.general import GiveUniqueNodeNames
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+
+from flimcc.analysis import check_integer_graph
+from flimcc.errors import FlimccError, UnsupportedError
+from flimcc.hw import DOMAIN as LOOP_DOMAIN
+from flimcc.hw.layout import FINN_ABSTRACT_DOMAIN, FINN_HW_DOMAINS
+from flimcc.hw.recurrent_loop import body_model
+from flimcc.pipeline import Contract, Option, Pass, register
+
+#: Shape ops that only add or drop unit axes: a chain of them between equal shapes is a no-op.
+_UNIT_AXIS_OPS = {"Unsqueeze", "Squeeze", "Identity", "Gather", "Reshape"}
+#: Per-vector ops a transpose that keeps the last axis commutes with.
+_PER_VECTOR_OPS = {"MatMul", "Mul", "Add", "Sub"}
+
+
+def finn_settings() -> None:
+    """Some FINN code reads its settings at import or run time; set harmless defaults."""
+    from finn.util.settings import initialize_dummy_settings
+
+    initialize_dummy_settings()
+
+
+# -- graph preparation (still standard ONNX + qonnx ops) -------------------------------------
+def _consumers(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
+    return [n for n in graph.node if name in n.input]
+
+
+def _producer(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:
+    for n in graph.node:
+        if name in n.output:
+            return n
+    return None
+
+
+def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for n in graph.node:
+        for i, name in enumerate(n.input):
+            if name == old:
+                n.input[i] = new
+
+
+def _is_unit_axis_op(model: ModelWrapper, node: onnx.NodeProto) -> bool:
+    if node.op_type not in _UNIT_AXIS_OPS or node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "Gather":
+        index = model.get_initializer(node.input[1])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        shape = model.get_tensor_shape(node.input[0])
+        return index is not None and index.size == 1 and shape is not None and shape[axis] == 1
+    return True
+
+
+def bypass_unit_axis_chains(model: ModelWrapper) -> int:
+    """Chains of ops that only add or drop unit axes and end in the shape they started with
+    are identities (element order is unchanged): their consumers read the chain's input."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    bypassed = 0
+    for node in list(graph.node):
+        if not _is_unit_axis_op(model, node) or node.output[0] in outputs:
+            continue
+        end = node.output[0]
+        src, cur = node.input[0], node
+        while True:
+            shape = model.get_tensor_shape(src)
+            if shape and shape == model.get_tensor_shape(end) and src != end:
+                _rename_input(graph, end, src)
+                bypassed += 1
+                break
+            prev = _producer(graph, src)
+            if prev is None or not _is_unit_axis_op(model, prev) or len(_consumers(graph, src)) != 1:
+                break
+            cur, src = prev, prev.input[0]
+    return bypassed
+
+
+def _per_channel_const(model: ModelWrapper, node: onnx.NodeProto, stream: str) -> bool:
+    """`node` applies the same operation to every vector of `stream` (MatMul with constant
+    weights, or an elementwise op whose constant varies at most along the last axis)."""
+    if node.op_type not in _PER_VECTOR_OPS:
+        return False
+    others = [i for i in node.input if i != stream]
+    if len(others) != 1 or node.input[0] != stream:
+        return False
+    const = model.get_initializer(others[0])
+    if const is None:
+        return False
+    if node.op_type == "MatMul":
+        return const.ndim == 2
+    return all(d == 1 for d in const.shape[:-1])
+
+
+def sink_transposes(model: ModelWrapper) -> int:
+    """Move a Transpose that keeps the last axis past per-vector work to the graph's tail:
+    the hardware streams in the loop's time-major order and software reorders at the end."""
+    graph = model.graph
+    moved = 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.node):
+            if node.op_type != "Transpose":
+                continue
+            perm = list(next(a.ints for a in node.attribute if a.name == "perm"))
+            if perm[-1] != len(perm) - 1:
+                continue
+            users = _consumers(graph, node.output[0])
+            if len(users) != 1 or node.output[0] in {o.name for o in graph.output}:
+                continue
+            user = users[0]
+            if not _per_channel_const(model, user, node.output[0]):
+                continue
+            # a -> T -> t ; (t, c) -> U -> u    becomes    (a, c) -> U -> u' ; u' -> T -> u
+            a, t, u = node.input[0], node.output[0], user.output[0]
+            u_tm = f"{u}/time_major"
+            inverse = list(np.argsort(perm))
+            u_shape = model.get_tensor_shape(u)
+            user.input[list(user.input).index(t)] = a
+            user.output[0] = u_tm
+            node.input[0], node.output[0] = u_tm, u
+            graph.node.remove(node)
+            graph.node.insert(list(graph.node).index(user) + 1, node)
+            model.set_tensor_datatype(u_tm, model.get_tensor_datatype(u))
+            if u_shape:
+                model.set_tensor_shape(u_tm, [u_shape[i] for i in inverse])
+            moved += 1
+            changed = True
+    return moved
+
+
+def remove_dead_nodes(graph: onnx.GraphProto) -> int:
+    """Drop nodes none of whose outputs is read (by a node, a subgraph or the graph)."""
+    removed = 0
+    while True:
+        read = {o.name for o in graph.output}
+        for n in graph.node:
+            read.update(n.input)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    read.update(i for sub in a.g.node for i in sub.input)
+        dead = [n for n in graph.node if not any(o in read for o in n.output if o)]
+        if not dead:
+            return removed
+        for n in dead:
+            graph.node.remove(n)
+        removed += len(dead)
+
+
+def _zero_init(model: ModelWrapper, name: str) -> bool:
+    """`name` is a constant zero state: `Where(false, .., 0)` or an all-zero initializer."""
+    init = model.get_initializer(name)
+    if init is not None:
+        return not np.any(init)
+    prod = model.find_producer(name)
+    if prod is None or prod.op_type != "Where":
+        return False
+    cond, zero = model.get_initializer(prod.input[0]), model.get_initializer(prod.input[2])
+    return cond is not None and zero is not None and not np.any(cond) and not np.any(zero)
+
+
+# -- Scan -> RecurrentLoop --------------------------------------------------------------------
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _check_scan(node: onnx.NodeProto, graph: onnx.GraphProto) -> None:
+    n_scan_in = _attr(node, "num_scan_inputs")
+    for key in ("scan_input_directions", "scan_output_directions"):
+        if any(_attr(node, key, [])):
+            raise UnsupportedError(f"node '{node.name}': reverse scans are not lowered yet (attribute {key})")
+    for key in ("scan_input_axes", "scan_output_axes"):
+        if any(_attr(node, key, [])):
+            raise UnsupportedError(f"node '{node.name}': scans along an axis other than 0 are not lowered (attribute {key})")
+    if n_scan_in is None:
+        raise UnsupportedError(f"node '{node.name}': Scan without num_scan_inputs")
+
+
+def _annotations(model: ModelWrapper, graph: onnx.GraphProto) -> ModelWrapper:
+    """A standalone model of a Scan body carrying the body's dtype annotations."""
+    body = body_model(graph, opset=model.model.opset_import[0].version)
+    return body
+
+
+def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapper:
+    """FINN's conversions on one time step (2-D tensors)."""
+    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+        InferElementwiseBinaryOperation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+
+    for node in body.graph.node:
+        if node.op_type == "MultiThreshold":
+            getCustomOp(node).set_nodeattr("data_layout", "NC")
+    for vi in body.graph.input:
+        if len(vi.type.tensor_type.shape.dim) != 2:
+            raise UnsupportedError(
+                f"loop '{loop_name}': body tensor '{vi.name}' is not 2-D (pixels, channels); "
+                "only per-pixel vector states are lowered")
+    del body.graph.value_info[:]
+    for vi in body.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    body = body.transform(InferShapes())
+    body = _convert(body, fpgapart, where=f"loop '{loop_name}' body")
+    # y_t = Identity(h_new): after duplication the Identity's input is its own stream.
+    outputs = {o.name for o in body.graph.output}
+    for node in list(body.graph.node):
+        if node.op_type == "Identity" and node.output[0] in outputs and len(_consumers(body.graph, node.input[0])) == 1 \
+                and node.input[0] not in outputs:
+            prod = _producer(body.graph, node.input[0])
+            prod.output[list(prod.output).index(node.input[0])] = node.output[0]
+            body.graph.node.remove(node)
+    return body
+
+
+def _integer_node(model: ModelWrapper, node: onnx.NodeProto) -> bool:
+    names = [n for n in list(node.input) + list(node.output) if n]
+    return all(model.get_tensor_datatype(n).is_integer() for n in names)
+
+
+def _convert(model: ModelWrapper, fpgapart: str, where: str) -> ModelWrapper:
+    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+        InferElementwiseBinaryOperation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = model.transform(InferQuantizedMatrixVectorActivation())
+        # only integer arithmetic becomes hardware: the float head and tail stay software
+        model = model.transform(InferElementwiseBinaryOperation(lambda m, n: _integer_node(m, n)))
+        model = model.transform(InferThresholdingLayer())
+        model = model.transform(InferDuplicateStreamsLayer())
+        model = model.transform(MinimizeAccumulatorWidth())
+        model = model.transform(SpecializeLayers(fpgapart))
+    return model
+
+
+def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> list[onnx.NodeProto]:
+    """The nodes that replace one Scan: its RecurrentLoop (body lowered) between the
+    Unsqueeze/Squeeze that turn its sequences into 4-D streams."""
+    graph = model.graph
+    _check_scan(node, graph)
+    body_graph = next(a.g for a in node.attribute if a.name == "body")
+    n_scan_in = _attr(node, "num_scan_inputs")
+    n_state = len(node.input) - n_scan_in
+    body = _annotations(model, body_graph)
+    b_inputs = list(body.graph.input)
+    loop_inputs, zero_init = [], []
+    for i, name in enumerate(node.input):
+        if i < n_state:
+            zero_init.append(int(_zero_init(model, name)))
+            if not zero_init[-1]:
+                loop_inputs.append(name)
+            continue
+        const = model.get_initializer(name)
+        if const is not None and np.all(const == const[:1, :1]):
+            # the same vector every step and pixel: a constant operand inside the body
+            vec = np.ascontiguousarray(const[0, :1]).astype(np.float32)
+            x_t = b_inputs[i].name
+            body.set_initializer(x_t, vec)
+            body.set_tensor_datatype(x_t, model.get_tensor_datatype(name))
+            body.graph.input.remove(b_inputs[i])
+            continue
+        loop_inputs.append(name)
+    T = None
+    for name in node.input[n_state:]:
+        shape = model.get_tensor_shape(name)
+        if shape:
+            T = shape[0]
+    if T is None:
+        raise UnsupportedError(f"node '{node.name}': cannot tell the number of steps")
+    outputs = {o.name for o in graph.output}
+    loop_outputs = []
+    for k, o in enumerate(node.output):
+        if o in outputs or _consumers(graph, o) or k < n_state:
+            loop_outputs.append(o)  # a final state is built even when unused: it goes round the loop
+        else:  # an unused per-step output is not built at all
+            body.graph.output.remove(next(v for v in body.graph.output if v.name == body_graph.output[k].name))
+    remove_dead_nodes(body.graph)
+    body = _lower_body(body, fpgapart, node.name)
+    # sequences enter and leave as 4-D streams (1, T, B, C); the rest of the graph still
+    # sees (T, B, C) until lift_sequences, which cancels these pairs
+    before, after = [], []
+    n_state_in = n_state - sum(zero_init)
+    for k in range(n_state_in, len(loop_inputs)):
+        name = loop_inputs[k]
+        loop_inputs[k] = _unsqueeze(model, name, before)
+    for k in range(n_state, len(loop_outputs)):
+        name = loop_outputs[k]
+        loop_outputs[k] = f"{name}/stream"
+        axes = f"{name}/stream/axes"
+        model.set_initializer(axes, np.array([0], np.int64))
+        after.append(helper.make_node("Squeeze", [loop_outputs[k], axes], [name], name=f"{name}/from_stream"))
+    loop = helper.make_node(
+        "RecurrentLoop", loop_inputs, loop_outputs, name=node.name, domain=LOOP_DOMAIN,
+        backend="fpgadataflow", iterations=int(T), num_state=n_state, zero_init=zero_init, pixels=1,
+        body=body.model.graph)
+    return before + [loop] + after
+
+
+def _unsqueeze(model: ModelWrapper, name: str, nodes: list) -> str:
+    out, axes = f"{name}/stream", f"{name}/stream/axes"
+    model.set_initializer(axes, np.array([0], np.int64))
+    nodes.append(helper.make_node("Unsqueeze", [name, axes], [out], name=f"{name}/to_stream"))
+    return out
+
+
+# -- 3-D sequences -> 4-D streams ---------------------------------------------------------------
+def _hw_candidate(model: ModelWrapper, node: onnx.NodeProto) -> bool:
+    if node.domain == LOOP_DOMAIN:
+        return True
+    if node.op_type in ("MatMul", "Add", "Sub", "Mul", "MultiThreshold"):
+        return _integer_node(model, node)
+    return False
+
+
+def scan_output_shapes(model: ModelWrapper) -> None:
+    """Annotate Scan outputs whose bodies hold custom ops (ONNX cannot infer through them)
+    from the body's own qonnx shape inference: states as in the body, sequences [T] + body."""
+    for node in model.graph.node:
+        if node.op_type != "Scan":
+            continue
+        n_scan_in = _attr(node, "num_scan_inputs")
+        n_state = len(node.input) - n_scan_in
+        seq = [model.get_tensor_shape(i) for i in node.input[n_state:]]
+        steps = next((s[0] for s in seq if s), None)
+        body = body_model(next(a.g for a in node.attribute if a.name == "body"),
+                          opset=model.model.opset_import[0].version)
+        for vi in body.graph.output:
+            vi.type.tensor_type.ClearField("shape")
+        del body.graph.value_info[:]
+        body = body.transform(InferShapes())
+        for k, (out, vi) in enumerate(zip(node.output, body.graph.output)):
+            shape = body.get_tensor_shape(vi.name)
+            if shape is None or (k >= n_state and steps is None):
+                continue
+            model.set_tensor_shape(out, list(shape) if k < n_state else [steps] + list(shape))
+
+
+def lift_sequences(model: ModelWrapper) -> int:
+    """(T, B, C) tensors of the hardware region become (1, T, B, C): Unsqueeze where one
+    enters from software, Squeeze where one leaves."""
+    graph = model.graph
+    hw = [n for n in graph.node if _hw_candidate(model, n)]
+    hw_ids = {n.name for n in hw}
+    lifted = 0
+    tensors = []
+    for n in hw:
+        for t in list(n.input) + list(n.output):
+            if t and model.get_initializer(t) is None and t not in tensors:
+                shape = model.get_tensor_shape(t)
+                if shape is not None and len(shape) == 3:
+                    tensors.append(t)
+    graph_outputs = {o.name for o in graph.output}
+    for t in tensors:
+        prod = _producer(graph, t)
+        users = _consumers(graph, t)
+        shape = model.get_tensor_shape(t)
+        if prod is None or prod.name not in hw_ids:
+            # enters the hardware region: t4 = Unsqueeze(t) for hardware users
+            t4 = f"{t}/to_hw"
+            axes = f"{t}/to_hw/axes"
+            model.set_initializer(axes, np.array([0], np.int64))
+            idx = list(graph.node).index(prod) + 1 if prod is not None else 0
+            graph.node.insert(idx, helper.make_node("Unsqueeze", [t, axes], [t4], name=f"{t}/to_stream"))
+            for u in users:
+                if u.name in hw_ids:
+                    u.input[list(u.input).index(t)] = t4
+            model.set_tensor_shape(t4, [1] + list(shape))
+            model.set_tensor_datatype(t4, model.get_tensor_datatype(t))
+        else:
+            soft_users = [u for u in users if u.name not in hw_ids]
+            if soft_users or t in graph_outputs:
+                t3 = f"{t}/from_hw"
+                axes = f"{t}/from_hw/axes"
+                model.set_initializer(axes, np.array([0], np.int64))
+                for u in soft_users:
+                    u.input[list(u.input).index(t)] = t3
+                graph.node.insert(list(graph.node).index(prod) + 1,
+                                  helper.make_node("Squeeze", [t, axes], [t3], name=f"{t}/from_stream"))
+                if t in graph_outputs:
+                    raise UnsupportedError(f"tensor '{t}': a hardware sequence is a graph output")
+                model.set_tensor_datatype(t3, model.get_tensor_datatype(t))
+                model.set_tensor_shape(t3, list(shape))
+            model.set_tensor_shape(t, [1] + list(shape))
+        lifted += 1
+    return lifted
+
+
+def _reinfer(model: ModelWrapper) -> ModelWrapper:
+    """Shapes from scratch (edits above leave stale or rank-0 value_info behind)."""
+    del model.graph.value_info[:]
+    for vi in model.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    return model.transform(InferShapes())
+
+
+def _check_one_partition(model: ModelWrapper) -> None:
+    """Software may only sit before or after the hardware (one dataflow partition)."""
+    graph = model.graph
+    hw = {n.name for n in graph.node if n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,)}
+    if not hw:
+        raise UnsupportedError("nothing to lower: no integer matrix products, thresholds or loops")
+    reach_from_hw: set[str] = set()
+    for n in graph.node:  # graph is topologically sorted
+        if n.name in hw or any(i in reach_from_hw for i in n.input):
+            reach_from_hw.update(n.output)
+            if n.name not in hw:
+                feeds_hw = any(u.name in hw for o in n.output for u in _consumers(graph, o))
+                downstream_hw = _reaches_hw(graph, n, hw)
+                if feeds_hw or downstream_hw:
+                    raise UnsupportedError(
+                        f"node '{n.name}' ({n.op_type}) sits between hardware nodes and has no FINN "
+                        "hardware equivalent; flimcc lowers integer MatMul, Add, Sub, Mul, MultiThreshold "
+                        "and GRU loops (run streamline first)")
+    for n in graph.node:
+        if n.domain == FINN_ABSTRACT_DOMAIN:
+            raise UnsupportedError(f"node '{n.name}' ({n.op_type}) was not specialised for the target")
+
+
+def _reaches_hw(graph: onnx.GraphProto, node: onnx.NodeProto, hw: set[str]) -> bool:
+    frontier = list(node.output)
+    seen = set()
+    while frontier:
+        t = frontier.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        for u in _consumers(graph, t):
+            if u.name in hw:
+                return True
+            frontier += list(u.output)
+    return False
+
+
+@register
+class LowerFinn(Pass):
+    """Integer ops -> FINN hardware ops (FINN's own conversions), Scan -> RecurrentLoop."""
+
+    name = "lower-finn"
+    summary = "integer graph -> FINN hardware ops (MVAU, Thresholding, Elementwise*, DuplicateStreams) + RecurrentLoop"
+    contract = Contract.EXACT
+    options = (Option("target", str, "pynq-z2", "board whose FPGA part FINN specialises for"),)
+
+    def apply(self, model: ModelWrapper):
+        from flimcc.targets import get_target
+
+        finn_settings()
+        target = get_target(self.target)
+        if not target.fpga_part:
+            raise FlimccError(f"pass 'lower-finn': target '{self.target}' is not an FPGA board")
+        if any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
+            return model, False
+        check_integer_graph(model)
+        graph = model.graph
+        loops = 0
+        for node in list(graph.node):
+            if node.op_type == "Scan":
+                at = list(graph.node).index(node)
+                for k, new in enumerate(scan_to_loop(model, node, target.fpga_part)):
+                    graph.node.insert(at + k, new)
+                graph.node.remove(node)
+                loops += 1
+        remove_dead_nodes(graph)
+        model = _reinfer(model)
+        bypassed = bypass_unit_axis_chains(model)
+        remove_dead_nodes(model.graph)
+        moved = sink_transposes(model)
+        model = _reinfer(model)
+        lifted = lift_sequences(model)
+        while True:  # a bypass can leave a dead branch that hid the next chain
+            remove_dead_nodes(model.graph)
+            n = bypass_unit_axis_chains(model)
+            bypassed += n
+            if not n:
+                break
+        model = _reinfer(model)
+        model = model.transform(InferDataTypes())
+        model = _convert(model, target.fpga_part, where="top graph")
+        model = model.transform(GiveUniqueNodeNames())
+        for node in model.graph.node:
+            if node.domain == LOOP_DOMAIN:
+                inst = getCustomOp(node)
+                body = inst.body().transform(GiveUniqueNodeNames())
+                inst.set_nodeattr("body", body.model.graph)
+        _check_one_partition(model)
+        hw_count = sum(1 for n in model.graph.node if n.domain in FINN_HW_DOMAINS)
+        body_count = sum(len(getCustomOp(n).get_nodeattr("body").node)
+                         for n in model.graph.node if n.domain == LOOP_DOMAIN)
+        self.metrics = {"recurrent_loops": loops, "finn_nodes": hw_count, "finn_nodes_in_loops": body_count,
+                        "transposes_moved": moved, "unit_axis_chains_bypassed": bypassed,
+                        "sequences_lifted_to_4d": lifted, "fpga_part": target.fpga_part}
+        return model, False
