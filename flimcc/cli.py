@@ -192,6 +192,37 @@ def verify(model, golden, inputs, samples, seed, atol, rtol, as_json, dims) -> N
     sys.exit(0 if ok else 1)
 
 
+@cli.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", default="pynq-z2", show_default=True, help="Board (see `flimcc targets`) or cpu.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Build folder [build/<model>-<target>].")
+@click.option("--pixels", default="auto", show_default=True, help="Pixel interleave P: a number or auto.")
+@click.option("--clock-mhz", type=float, help="Clock frequency [the board's default].")
+@click.option("--fps", type=float, default=0.0, help="Stop folding at this many pixels/s [as fast as fits].")
+@click.option("--headroom", type=float, default=0.85, show_default=True, help="Fraction of each resource the design may use.")
+@click.option("--bits", type=int, default=8, show_default=True, help="Bits for post-training quantization of float models.")
+@click.option("--verify", "verify_samples", type=int, default=16, show_default=True,
+              help="Seeded random inputs every stage is checked on (0: no verification).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@dim_option
+def compile_cmd(model, target_name, out_dir, pixels, clock_mhz, fps, headroom, bits, verify_samples, seed, as_json,
+                dims) -> None:
+    """Compile MODEL into a FINN streaming-dataflow build folder for a board."""
+    from .compile import compile_model
+    from .summary import print_summary
+    from .targets import get_target
+
+    get_target(target_name)  # unknown target: fail before any work
+    summary = compile_model(model, target_name, out_dir, pixels=pixels, clock_mhz=clock_mhz, fps=fps,
+                            verify_samples=verify_samples, headroom=headroom, bits=bits, seed=seed,
+                            dims=_dims(dims) or None)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print_summary(out, summary)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -29,12 +29,14 @@ partition. Contract: exact (integer arithmetic is unchanged; checked bit for bit
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 
 import numpy as np
 import onnx
 from onnx import helper
-from qonnx.core.datatype import DataType
+import qonnx.core.data_layout as DataLayout
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.general import GiveUniqueNodeNames
@@ -59,6 +61,21 @@ def finn_settings() -> None:
     from finn.util.settings import initialize_dummy_settings
 
     initialize_dummy_settings()
+
+
+@contextlib.contextmanager
+def quiet_finn():
+    """FINN logs every datatype it narrows and every layout it guesses as warnings; flimcc
+    reports what matters itself, so FINN's logger speaks only on errors meanwhile."""
+    logger = logging.getLogger("finn_logger")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 # -- graph preparation (still standard ONNX + qonnx ops) -------------------------------------
@@ -248,6 +265,10 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
     for vi in body.graph.output:
         vi.type.tensor_type.ClearField("shape")
     body = body.transform(InferShapes())
+    for node in body.graph.node:
+        if node.op_type == "MultiThreshold":  # FINN checks the MT's layout against its tensors'
+            body.set_tensor_layout(node.input[0], DataLayout.NC)
+            body.set_tensor_layout(node.output[0], DataLayout.NC)
     body = _convert(body, fpgapart, where=f"loop '{loop_name}' body")
     # y_t = Identity(h_new): after duplication the Identity's input is its own stream.
     outputs = {o.name for o in body.graph.output}
@@ -277,8 +298,7 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str) -> ModelWrapper:
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_finn():
         model = model.transform(InferQuantizedMatrixVectorActivation())
         # only integer arithmetic becomes hardware: the float head and tail stay software
         model = model.transform(InferElementwiseBinaryOperation(lambda m, n: _integer_node(m, n)))
@@ -441,6 +461,14 @@ def lift_sequences(model: ModelWrapper) -> int:
     return lifted
 
 
+def _declare_domains(model: ModelWrapper) -> None:
+    """Opset imports for the custom domains now in use (the ONNX checker needs them)."""
+    have = {o.domain for o in model.model.opset_import}
+    for domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,):
+        if domain not in have:
+            model.model.opset_import.append(helper.make_opsetid(domain, 1))
+
+
 def _reinfer(model: ModelWrapper) -> ModelWrapper:
     """Shapes from scratch (edits above leave stale or rank-0 value_info behind)."""
     del model.graph.value_info[:]
@@ -538,6 +566,7 @@ class LowerFinn(Pass):
                 body = inst.body().transform(GiveUniqueNodeNames())
                 inst.set_nodeattr("body", body.model.graph)
         _check_one_partition(model)
+        _declare_domains(model)
         hw_count = sum(1 for n in model.graph.node if n.domain in FINN_HW_DOMAINS)
         body_count = sum(len(getCustomOp(n).get_nodeattr("body").node)
                          for n in model.graph.node if n.domain == LOOP_DOMAIN)

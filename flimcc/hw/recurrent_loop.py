@@ -249,8 +249,10 @@ class RecurrentLoop(HWCustomOp):
 
         from flimcc.hw.layout import rebatch
 
-        body = rebatch(self.body(), 1)
-        body = body.transform(AnnotateCycles())
+        body = self.body()
+        if any(body.get_tensor_shape(i.name)[0] != 1 for i in body.graph.input):
+            body = rebatch(body, 1)
+        body = body.transform(AnnotateCycles(), cleanup=False)
         return body.analysis(dataflow_performance)
 
     def step_cycles(self) -> int:

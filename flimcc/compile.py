@@ -1,0 +1,308 @@
+"""`flimcc compile`: a GRU model to a FINN build folder for a board (or an ORT model for cpu).
+
+The default pipeline is the whole compiler: unroll-gru, quantize (float models only),
+fold-weights, streamline, lower-finn, batch-pixels, fold; every stage is executed and
+compared with the stage before (integer stages bit for bit) and with the golden run. The
+build folder is written to a temporary sibling and renamed into place only when everything
+succeeded, so a failed compile leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from flimcc.errors import FlimccError, TargetError
+from flimcc.hw import cost
+from flimcc.pipeline import Pipeline
+
+#: FINN builder steps a user with Vivado continues with (finn-plus step names).
+FINN_CONTINUE_STEPS = [
+    "step_create_dataflow_partition",
+    "step_apply_folding_config",
+    "step_minimize_bit_width",
+    "step_generate_estimate_reports",
+    "step_hw_codegen",
+    "step_hw_ipgen",
+    "step_set_fifo_depths",
+    "step_create_stitched_ip",
+    "step_synthesize_bitfile",
+    "step_make_driver",
+    "step_deployment_package",
+]
+
+
+def _is_quantized(model: ModelWrapper) -> bool:
+    return any(n.op_type in ("Quant", "IntQuant", "QuantizeLinear", "MultiThreshold") for n in model.graph.node)
+
+
+def _has_gru(model: ModelWrapper) -> bool:
+    return any(n.op_type == "GRU" for n in model.graph.node)
+
+
+def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, clock_mhz: float,
+                     headroom: float, bits: int) -> str:
+    steps = []
+    if _has_gru(model):
+        steps.append("unroll-gru")
+    if not _is_quantized(model):
+        steps.append(f"quantize{{bits={bits}}}")
+    steps += ["fold-weights", "streamline", f"lower-finn{{target={target}}}", f"batch-pixels{{p={pixels}}}",
+              f"fold{{target={target},headroom={headroom},fps={fps},clock-mhz={clock_mhz}}}"]
+    return ",".join(steps)
+
+
+def memory_plan(model: ModelWrapper, fpgapart: str, p: int) -> dict:
+    """Where every memory of the design lives, with FINN's estimate of what it costs."""
+    from flimcc.hw.layout import hw_nodes, loop_nodes
+
+    entries = []
+
+    def add(where: str, graph_model: ModelWrapper):
+        for node, inst in hw_nodes(graph_model):
+            res = inst.node_res_estimation(fpgapart)
+            kind = None
+            if node.op_type.startswith("MVAU"):
+                kind = "weights"
+                styles = {"ram_style": inst.get_nodeattr("ram_style"), "mem_mode": inst.get_nodeattr("mem_mode")}
+                bits = inst.get_nodeattr("MW") * inst.get_nodeattr("MH") * \
+                    inst.get_input_datatype(1).bitwidth()
+            elif node.op_type.startswith("Thresholding"):
+                kind = "thresholds"
+                styles = {k: inst.get_nodeattr(k) for k in ("depth_trigger_bram", "depth_trigger_uram")
+                          if k in inst.get_nodeattr_types()}
+                thr = graph_model.get_initializer(node.input[1])
+                bits = int(thr.size) * inst.get_input_datatype(1).bitwidth() if thr is not None else 0
+            if kind:
+                entries.append({"memory": kind, "node": f"{where}{node.name}", "bits": int(bits), **styles,
+                                "BRAM_18K": res["BRAM_18K"], "LUT": res["LUT"], "URAM": res["URAM"]})
+
+    add("", model)
+    for node, loop in loop_nodes(model):
+        add(f"{node.name}_body_", loop.body())
+    for buf in cost.state_buffers(model, p):
+        style = cost._buffer_style(buf, "auto")
+        res = cost.fifo_cost(buf["width"], buf["depth"], fpgapart, style)
+        entries.append({"memory": "state", "node": f"{buf['loop']}:{buf['state']}", "bits": buf["width"] * buf["depth"],
+                        "width": buf["width"], "depth": buf["depth"], "ram_style": style,
+                        "BRAM_18K": res["BRAM_18K"], "LUT": res["LUT"], "URAM": res["URAM"]})
+    totals = {k: float(sum(e[k] for e in entries)) for k in ("BRAM_18K", "LUT", "URAM")}
+    return {"pixel_parallelism": p, "memories": entries, "total": totals}
+
+
+def _finn_build_config(target, clock_mhz: float) -> dict:
+    return {
+        "output_dir": "output",
+        "synth_clk_period_ns": round(1000.0 / clock_mhz, 6),
+        "board": target.finn_board,
+        "fpga_part": target.fpga_part,
+        "shell_flow_type": target.shell_flow,
+        "folding_config_file": "folding_config.json",
+        "auto_fifo_depths": True,
+        "generate_outputs": ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"],
+        "steps": FINN_CONTINUE_STEPS,
+        "_flimcc_note": ("flimcc.hw.RecurrentLoop nodes have no HDL generator yet: FINN's builder stops at "
+                         "step_hw_codegen on them; the FINN nodes outside and inside the loops build as usual."),
+    }
+
+
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir: str | Path | None = None,
+                  pixels: str = "auto", clock_mhz: float | None = None, fps: float = 0.0,
+                  verify_samples: int = 16, headroom: float = 0.85, bits: int = 8, seed: int = 0,
+                  dims: dict | None = None) -> dict:
+    """Compile and write the build folder; returns the summary (also in summary.json)."""
+    import flimcc
+    from flimcc.targets import get_target
+
+    target = get_target(target_name)
+    model_path = Path(model_path)
+    stem = model_path.name.removesuffix(".onnx")
+    out = Path(out_dir) if out_dir else Path("build") / f"{stem}-{target.name}"
+    model = flimcc.load(model_path, dims=dims) if dims else flimcc.load(model_path)
+    if target.kind == "cpu":
+        return _compile_cpu(model, target, out, verify_samples, seed)
+    clock = float(clock_mhz or target.default_clock_mhz)
+    text = default_pipeline(model, target.name, pixels, fps, clock, headroom, bits)
+    t0 = time.perf_counter()
+    run = Pipeline.parse(text).run(model, verify=verify_samples > 0, samples=max(verify_samples, 1), seed=seed)
+    seconds = time.perf_counter() - t0
+    hw = run.model
+    report = run.report.to_json()
+    p = int(next(iter(_loop_pixels(hw)), 1))
+    perf = cost.throughput(hw, p, clock)
+    used = cost.total_resources(hw, target.fpga_part, p)
+    budget = target.budget(headroom)
+    fits = cost.fits(used, budget)
+    if not fits:
+        raise TargetError(_does_not_fit(hw, target, used, budget, p))
+    stages = report["stages"]
+    integer_from = next((i for i, s in enumerate(stages) if s["stage"] == "streamline"), None)
+    after = stages[integer_from + 1:] if integer_from is not None else []
+    bit_exact = bool(after) and all(s["vs_previous"] and s["vs_previous"]["bit_exact"] for s in after)
+    macs = _macs_per_pixel(report)
+    limit = macs / target.resources["DSP"] if macs else None
+    summary = {
+        "model": str(model_path),
+        "target": target.name,
+        "fpga_part": target.fpga_part,
+        "board": target.finn_board,
+        "clock_mhz": clock,
+        "fits": fits,
+        "headroom": headroom,
+        "resources": {k: round(used[k], 1) for k in cost.RESOURCES},
+        "budget": {k: round(budget[k], 1) for k in cost.RESOURCES},
+        "board_resources": {k: target.resources.get(k) for k in ("LUT", "FF", "BRAM_18K", "URAM", "DSP")},
+        "pixel_parallelism": p,
+        "cycles_per_pixel": round(perf["cycles_per_pixel"], 1),
+        "bottleneck": perf["max_cycles_node_name"],
+        "pixels_per_second": round(perf["pixels_per_second"], 1),
+        "latency_ms_per_pixel_batch": round(_latency_cycles(hw, p) / (clock * 1e3), 4),
+        "macs_per_pixel": macs,
+        "arithmetic_limit_cycles_per_pixel": round(limit, 1) if limit else None,
+        "ratio_to_arithmetic_limit": round(perf["cycles_per_pixel"] / limit, 2) if limit else None,
+        "pipeline": text,
+        "compile_seconds": round(seconds, 1),
+        "verification": {
+            "golden": report.get("golden", "onnxruntime"),
+            "samples": verify_samples,
+            "bit_exact": bit_exact,
+            "max_abs_err": stages[-1]["vs_golden"]["max_abs_err"] if stages[-1].get("vs_golden") else None,
+        },
+    }
+    _write_build(out, hw, target, clock, summary, report, memory_plan(hw, target.fpga_part, p))
+    summary["output_dir"] = str(out)
+    return summary
+
+
+def _loop_pixels(model):
+    from flimcc.hw.layout import loop_nodes
+
+    for _, inst in loop_nodes(model):
+        yield inst.get_nodeattr("pixels")
+
+
+def _latency_cycles(model: ModelWrapper, p: int) -> int:
+    """Critical path of one frame through the design (FINN's pessimistic no-overlap sum)."""
+    cycles = cost.node_cycles_per_frame(model, p)
+    lat: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.name not in cycles:
+            continue
+        preds = [pn.name for pn in (model.find_direct_predecessors(node) or []) if pn.name in lat]
+        lat[node.name] = cycles[node.name] + max((lat[x] for x in preds), default=0)
+    return max(lat.values())
+
+
+def _macs_per_pixel(report: dict) -> int | None:
+    for stage in report["stages"]:
+        m = (stage.get("metrics") or {}).get("macs_per_sample_after")
+        if m:
+            return int(m)
+    return None
+
+
+def _does_not_fit(model, target, used, budget, p) -> str:
+    from flimcc.hw.layout import hw_nodes, loop_nodes
+
+    over = [k for k in cost.RESOURCES if used[k] > budget[k]]
+    consumers = []
+    for node, inst in list(hw_nodes(model)) + list(loop_nodes(model)):
+        res = inst.node_res_estimation(target.fpga_part)
+        consumers.append((max(res.get(k, 0) / max(budget[k], 1) for k in over), node.name, res))
+    consumers.sort(reverse=True)
+    top = "; ".join(f"{name} ({', '.join(f'{k} {res.get(k, 0):.0f}' for k in over)})" for _, name, res in consumers[:3])
+    return (f"the design does not fit {target.name}: " + ", ".join(f"{k} {used[k]:.0f} > {budget[k]:.0f}" for k in over)
+            + f"; largest consumers: {top}; try fewer bits (quantize{{bits=4}}), a smaller P (--pixels), "
+            "or a larger board")
+
+
+def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dict, report: dict, plan: dict) -> None:
+    import flimcc
+    from flimcc.passes.fold import folding_of
+    from flimcc.reports import estimate_reports, write_reports
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        flimcc.save(hw, tmp / "model.onnx")
+        _dump(tmp / "folding_config.json", {"Defaults": {}, **folding_of(hw)})
+        _dump(tmp / "dataflow_build_config.json", _finn_build_config(target, clock))
+        write_reports(estimate_reports(hw, target.fpga_part, clock), tmp / "report")
+        _dump(tmp / "memory_plan.json", plan)
+        _dump(tmp / "verification.json", {"golden": report.get("golden"), "stages": [
+            {k: s.get(k) for k in ("stage", "contract", "verdict", "vs_previous", "vs_golden")} for s in report["stages"]]})
+        _dump(tmp / "pipeline.json", report)
+        _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "compile_seconds"})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _compile_cpu(model: ModelWrapper, target, out: Path, verify_samples: int, seed: int) -> dict:
+    """The cpu target: the float model with its GRUs unrolled to Scan loops (what ORT runs
+    fastest, see benchmarks/bench_unroll_gru.py) and its measured pixels per second."""
+    import flimcc
+    from flimcc.execute import run_ort
+    from flimcc.models.fli_data import simulate
+
+    text = "unroll-gru,fold-constants" if _has_gru(model) else "fold-constants"
+    run = Pipeline.parse(text).run(model, verify=verify_samples > 0, samples=max(verify_samples, 1), seed=seed)
+    cpu = run.model
+    if not all(n.domain in ("", "ai.onnx") for n in cpu.graph.node):
+        raise TargetError("--target cpu runs float ONNX models on onnxruntime; this model holds quantizers "
+                          f"({sorted({n.op_type for n in cpu.graph.node if n.domain not in ('', 'ai.onnx')})})")
+    x_name = cpu.graph.input[0].name
+    t_steps = cpu.get_tensor_shape(x_name)[1]
+    n = 2048
+    x = simulate(n, seed=seed).x[:, :t_steps].astype(np.float32)
+    run_ort(cpu.model, {x_name: x[:64]})
+    t0 = time.perf_counter()
+    run_ort(cpu.model, {x_name: x})
+    seconds = time.perf_counter() - t0
+    report = run.report.to_json()
+    summary = {"target": "cpu", "runtime": "onnxruntime", "pixels_per_second": round(n / seconds, 1),
+               "measured_on_pixels": n, "fits": True, "pipeline": text,
+               "verification": {"golden": report.get("golden"), "samples": verify_samples,
+                                "max_abs_err": report["stages"][-1]["vs_golden"]["max_abs_err"]
+                                if report["stages"][-1].get("vs_golden") else None}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        flimcc.save(cpu, tmp / "model.onnx")
+        _dump(tmp / "pipeline.json", report)
+        _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "pixels_per_second"})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["output_dir"] = str(out)
+    return summary
+
+
+def check_compile_inputs(model_path) -> None:
+    if not Path(model_path).exists():
+        raise FlimccError(f"{model_path}: no such file")

@@ -1,0 +1,184 @@
+"""The hardware graph's cost model: throughput and resources from FINN's own estimators.
+
+Everything here reads a lowered graph at any batch: FINN's cycle estimates scale with the
+pixels in a frame, so they are taken per pixel; a loop's cycles follow its documented
+model (:mod:`flimcc.hw.recurrent_loop`) for a given pixel interleave P. Resources are
+FINN's ``node_res_estimation`` per node (a loop sums its body) plus the state buffers of
+:func:`state_buffers`, which ``plan-memory`` later places as FIFOs.
+
+Used by ``fold`` (search), ``batch-pixels`` (P) and ``compile`` (summary).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from flimcc.hw.layout import hw_nodes, loop_nodes
+
+RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+
+
+def _batch(model: ModelWrapper) -> int:
+    """Pixels per frame the graph is written for (the graph input's first axis)."""
+    inits = {t.name for t in model.graph.initializer}
+    first = next(i for i in model.graph.input if i.name not in inits)
+    return int(model.get_tensor_shape(first.name)[0])
+
+
+@dataclasses.dataclass
+class LoopTiming:
+    name: str
+    steps: int
+    ii: int  # slowest body node, cycles per vector
+    latency: int  # body critical path, cycles per vector
+    overhead: int
+    bottleneck: str
+
+    def min_pixels(self) -> int:
+        """Smallest P whose P x II covers the body latency (pipeline stays full)."""
+        return max(1, math.ceil(self.latency / self.ii))
+
+    def frame_cycles(self, p: int) -> int:
+        return self.steps * (max(p * self.ii, self.latency) + self.overhead)
+
+
+def loop_timing(node, inst) -> LoopTiming:
+    perf = inst.body_performance()
+    return LoopTiming(node.name, inst.get_nodeattr("iterations"), int(perf["max_cycles"]),
+                      int(perf["critical_path_cycles"]), inst.get_nodeattr("step_overhead"),
+                      perf["max_cycles_node_name"])
+
+
+def auto_pixels(model: ModelWrapper, max_pixels: int = 256) -> int:
+    """The smallest P that keeps every loop's pipeline full, capped at max_pixels."""
+    need = [loop_timing(n, i).min_pixels() for n, i in loop_nodes(model)]
+    return min(max(need, default=1), max_pixels)
+
+
+def node_cycles_per_frame(model: ModelWrapper, p: int) -> dict[str, int]:
+    """Cycles of every hardware node for one frame of P pixels."""
+    batch = _batch(model)
+    cycles = {}
+    for node, inst in hw_nodes(model):
+        cycles[node.name] = int(round(inst.get_exp_cycles() * p / batch))
+    for node, inst in loop_nodes(model):
+        cycles[node.name] = loop_timing(node, inst).frame_cycles(p)
+    return cycles
+
+
+def state_buffers(model: ModelWrapper, p: int) -> list[dict]:
+    """The P hidden states each loop holds between steps: one FIFO per state, P x C
+    elements deep... folded by the PE of the body node that consumes it (FINN stream
+    geometry: width = PE x bits, depth = P x C / PE)."""
+    bufs = []
+    for node, inst in loop_nodes(model):
+        body = inst.body()
+        n_state = inst.get_nodeattr("num_state")
+        for k in range(n_state):
+            vi = body.graph.input[k]
+            c = body.get_tensor_shape(vi.name)[-1]
+            bits = body.get_tensor_datatype(vi.name).bitwidth()
+            pe = 1
+            for user in body.find_consumers(vi.name):
+                try:
+                    pe = max(pe, int(getCustomOp(user).get_nodeattr("PE")))
+                except (AttributeError, KeyError, Exception):  # noqa: BLE001 - ops without PE
+                    pass
+            bufs.append({"loop": node.name, "state": vi.name, "channels": int(c), "bits": int(bits),
+                         "pe": pe, "width": pe * bits, "depth": max(2, p * c // pe)})
+    return bufs
+
+
+def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str) -> dict:
+    """FINN's own StreamingFIFO estimate for a FIFO of this geometry (impl vivado, so
+    ram_style decides: block -> BRAM18, distributed -> LUTRAM, ultra -> URAM)."""
+    from onnx import helper
+
+    node = helper.make_node("StreamingFIFO_rtl", ["i"], ["o"], domain="finn.custom_op.fpgadataflow.rtl",
+                            backend="fpgadataflow", depth=int(depth), folded_shape=[1, int(depth), 1],
+                            normal_shape=[1, int(depth)], dataType=f"INT{int(width)}", impl_style="vivado",
+                            ram_style=ram_style)
+    return getCustomOp(node).node_res_estimation(fpgapart)
+
+
+def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: str = "auto") -> dict[str, float]:
+    totals = {k: 0.0 for k in RESOURCES}
+    for node, inst in list(hw_nodes(model)) + list(loop_nodes(model)):
+        res = inst.node_res_estimation(fpgapart)
+        for k in RESOURCES:
+            totals[k] += float(res.get(k, 0))
+    if not _has_planned_buffers(model):
+        for buf in state_buffers(model, p):
+            res = fifo_cost(buf["width"], buf["depth"], fpgapart, _buffer_style(buf, buffer_style))
+            for k in RESOURCES:
+                totals[k] += float(res.get(k, 0))
+    return totals
+
+
+def _has_planned_buffers(model: ModelWrapper) -> bool:
+    return any(n.op_type.startswith("StreamingFIFO") for _, inst in loop_nodes(model)
+               for n in inst.get_nodeattr("body").node)
+
+
+def _buffer_style(buf: dict, style: str) -> str:
+    if style != "auto":
+        return style
+    # FINN's LargeFIFOMemStyle rule of thumb: shallow buffers in LUTRAM, deep in BRAM
+    return "distributed" if buf["width"] * buf["depth"] <= 64 * 64 else "block"
+
+
+def throughput(model: ModelWrapper, p: int, clock_mhz: float) -> dict:
+    cycles = node_cycles_per_frame(model, p)
+    worst = max(cycles, key=lambda k: cycles[k])
+    max_cycles = cycles[worst]
+    return {
+        "pixel_parallelism": p,
+        "max_cycles": max_cycles,
+        "max_cycles_node_name": worst,
+        "cycles_per_pixel": max_cycles / p,
+        "pixels_per_second": clock_mhz * 1e6 * p / max_cycles,
+    }
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, int(n) + 1) if n % d == 0]
+
+
+def fits(used: dict[str, float], budget: dict[str, float]) -> bool:
+    return all(used.get(k, 0) <= budget.get(k, np.inf) + 1e-9 for k in RESOURCES)
+
+
+#: Threshold-search stages at least this deep go to BRAM (shallower ones stay in LUTRAM).
+THRESHOLD_BRAM_DEPTH = 128
+_NEVER = 2**31 - 1
+
+
+def place_threshold_memories(model: ModelWrapper, bram_depth: int = THRESHOLD_BRAM_DEPTH) -> int:
+    """Thresholding_rtl keeps one memory per binary-search stage, (C/PE) x 2^s deep. FINN's
+    estimator picks the least-waste primitive among all (LUTRAM wins for every depth, and
+    URAM is offered even on parts without it); its depth triggers restrict the choice.
+    Deep stages go to BRAM18, the rest to LUTRAM, never URAM (the URAM trigger is set out
+    of reach: FINN's rule sends every stage at or past it, 0 included, to URAM)."""
+    from flimcc.hw.layout import loop_nodes as _loops
+
+    placed = 0
+
+    def place(graph_model):
+        nonlocal placed
+        for node, inst in hw_nodes(graph_model):
+            if node.op_type == "Thresholding_rtl":
+                inst.set_nodeattr("depth_trigger_bram", int(bram_depth))
+                inst.set_nodeattr("depth_trigger_uram", _NEVER)
+                placed += 1
+
+    place(model)
+    for _, loop in _loops(model):
+        body = loop.body()
+        place(body)
+        loop.set_nodeattr("body", body.model.graph)
+    return placed

@@ -1,0 +1,44 @@
+"""The terminal summary of `flimcc compile`: what a person reads at a glance."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _bar(used: float, total: float, width: int = 24) -> str:
+    frac = used / total if total else 0.0
+    filled = min(width, round(frac * width))
+    colour = "green" if frac <= 0.7 else "yellow" if frac <= 0.85 else "red"
+    return f"[{colour}]{'█' * filled}[/{colour}]{'·' * (width - filled)}"
+
+
+def print_summary(console: Console, s: dict) -> None:
+    if s.get("target") == "cpu":
+        console.print(f"[bold]cpu[/bold] (onnxruntime): {s['pixels_per_second']:,.0f} pixels/s measured on "
+                      f"{s['measured_on_pixels']:,} pixels; max abs err vs golden "
+                      f"{s['verification']['max_abs_err']:.2e}")
+        console.print(f"wrote {s['output_dir']}/")
+        return
+    console.print(f"[bold]{s['model']}[/bold] -> [bold]{s['target']}[/bold] ({s['fpga_part']}, {s['clock_mhz']:g} MHz)")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("resource", "", "used", "board", "%"):
+        table.add_column(col, justify="right" if col in ("used", "board", "%") else "left")
+    for k in ("LUT", "BRAM_18K", "URAM", "DSP"):
+        total = s["board_resources"].get(k) or 0
+        used = s["resources"][k]
+        pct = f"{100 * used / total:.0f}%" if total else "-"
+        table.add_row(k, _bar(used, total) if total else "", f"{used:,.0f}", f"{total:,}", pct)
+    console.print(table)
+    console.print(f"fits: {'[green]yes[/green]' if s['fits'] else '[red]no[/red]'} (budget {100 * s['headroom']:.0f}% of the board)")
+    ratio = s.get("ratio_to_arithmetic_limit")
+    console.print(f"throughput: [bold]{s['pixels_per_second']:,.0f} pixels/s[/bold], {s['cycles_per_pixel']:,.0f} cycles/pixel"
+                  + (f" ({ratio:.2f}x the DSP arithmetic limit of {s['arithmetic_limit_cycles_per_pixel']:,.0f})" if ratio else "")
+                  + f"; P = {s['pixel_parallelism']} pixels interleaved; bottleneck {s['bottleneck']}")
+    v = s["verification"]
+    verdict = "[green]bit-exact[/green]" if v["bit_exact"] else "[red]NOT bit-exact[/red]"
+    err = v.get("max_abs_err")
+    console.print(f"verification: hardware graph {verdict} with the integer stage on {v['samples']} inputs; "
+                  f"max abs err vs {v['golden']}: {err:.2e}" if err is not None else "verification: skipped")
+    console.print(f"wrote {s['output_dir']}/ (model.onnx, folding_config.json, dataflow_build_config.json, report/, "
+                  "memory_plan.json, verification.json, pipeline.json, summary.json)")

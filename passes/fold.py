@@ -1,0 +1,226 @@
+"""fold: PE/SIMD of every hardware node (loop bodies included) within the board's budget.
+
+FINN's ``SetFolding`` treats each node alone and aims at a cycle target; it knows nothing
+of the recurrent loop (whose cost is T x max(P x II, L) per frame) nor of a resource
+budget. This pass maximises pixels per second instead, subject to the target's LUT,
+BRAM18, URAM and DSP times a headroom (default 85%), with FINN's own estimators as the
+cost model (:mod:`flimcc.hw.cost`):
+
+    for each placement of the threshold memories (BRAM18 from some depth on, else LUTRAM):
+    repeat: find the bottleneck (the node with the most cycles per pixel; inside a loop,
+            the body node that sets its II); raise its parallelism one step (the next
+            divisor of SIMD or PE, whichever cuts more cycles, SIMD first on ties);
+            keep the move if the whole design still fits, else stop.
+
+    keep the fastest result.
+
+For one placement the sequence of moves does not depend on the budget, so a larger budget
+runs a longer prefix of the same sequence and never lowers throughput; the best over a
+fixed set of placements keeps that property. With ``fps`` the search stops as
+soon as the target rate is met. When ``batch-pixels{p=auto}`` ran before, P follows each
+move (the smallest P that keeps the loop pipelines full) and is set at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from flimcc.errors import FlimccError
+from flimcc.hw import cost
+from flimcc.hw.layout import hw_nodes, loop_nodes
+from flimcc.pipeline import Contract, Option, Pass, register
+
+PIXELS_KEY = "flimcc.pixels"
+
+#: Threshold memories placed in BRAM18 from this search-stage depth on (the rest LUTRAM);
+#: the search runs once per placement and keeps the fastest design. A maximum over fixed
+#: placements of searches that are each monotone in the budget stays monotone.
+THRESHOLD_PLACEMENTS = (64, 256, 1024, cost._NEVER)
+
+
+def pixels_setting(model: ModelWrapper) -> str:
+    """'auto' or a number, as batch-pixels recorded it ('1' if it never ran)."""
+    for prop in model.model.metadata_props:
+        if prop.key == PIXELS_KEY:
+            return prop.value
+    return "1"
+
+
+def current_pixels(model: ModelWrapper) -> int:
+    setting = pixels_setting(model)
+    return cost.auto_pixels(model) if setting == "auto" else int(setting)
+
+
+def fold_knobs(inst) -> list[tuple[str, list[int]]]:
+    """(attribute, allowed values ascending) for a FINN node's parallelism."""
+    types = inst.get_nodeattr_types()
+    knobs = []
+    if "SIMD" in types and "MW" in types:
+        knobs.append(("SIMD", cost.divisors(inst.get_nodeattr("MW"))))
+    if "PE" in types:
+        if "MH" in types:
+            channels = inst.get_nodeattr("MH")
+        elif "NumChannels" in types:
+            channels = inst.get_nodeattr("NumChannels")
+        else:
+            channels = int(inst.get_normal_output_shape()[-1])
+        knobs.append(("PE", cost.divisors(channels)))
+    return knobs
+
+
+def _next_move(inst, fpgapart: str, budget: dict):
+    """The one-step parallelism increase that cuts the node's cycles most; among equal
+    cuts the one that costs least (resource increase as a fraction of the budget, so PE
+    steps that FINN packs into shared DSPs win over SIMD steps that do not). None when the
+    node is fully parallel."""
+    best = None
+    base = inst.get_exp_cycles()
+    base_res = inst.node_res_estimation(fpgapart)
+    for attr, values in fold_knobs(inst):
+        cur = inst.get_nodeattr(attr)
+        higher = [v for v in values if v > cur]
+        if not higher:
+            continue
+        inst.set_nodeattr(attr, higher[0])
+        gain = base - inst.get_exp_cycles()
+        res = inst.node_res_estimation(fpgapart)
+        inst.set_nodeattr(attr, cur)
+        price = sum(max(0.0, res.get(k, 0) - base_res.get(k, 0)) / budget[k]
+                    for k in cost.RESOURCES if budget.get(k))
+        key = (gain, -price)
+        if best is None or key > best[3]:
+            best = (attr, higher[0], gain, key)
+    return best[:3] if best else None
+
+
+def folding_of(model: ModelWrapper) -> dict[str, dict]:
+    """{node: {attr: value}} for every FINN node, loop bodies under FINN's subgraph key
+    ``<loop>_body_<node>`` (the form ApplyConfig uses for nodes inside subgraphs)."""
+    config = {}
+    for node, inst in hw_nodes(model):
+        config[node.name] = _node_config(inst)
+    for node, inst in loop_nodes(model):
+        for bnode, binst in hw_nodes(inst.body()):
+            config[f"{node.name}_body_{bnode.name}"] = _node_config(binst)
+    return config
+
+
+def _node_config(inst) -> dict:
+    out = {}
+    types = inst.get_nodeattr_types()
+    for attr in ("PE", "SIMD", "ram_style", "resType", "mem_mode", "depth", "impl_style"):
+        if attr in types:
+            value = inst.get_nodeattr(attr)
+            out[attr] = value.item() if hasattr(value, "item") else value
+    return out
+
+
+@register
+class Fold(Pass):
+    """Budget-constrained folding of FINN nodes and loop bodies (see module docstring)."""
+
+    name = "fold"
+    summary = "PE/SIMD for every hardware node: max pixels/s within the board budget (FINN estimators)"
+    contract = Contract.EXACT
+    options = (
+        Option("target", str, "pynq-z2", "board whose resources bound the design"),
+        Option("headroom", float, 0.85, "fraction of each resource the design may use"),
+        Option("fps", float, 0.0, "stop once this many pixels per second are reached (0: as fast as fits)"),
+        Option("clock-mhz", float, 0.0, "clock for the fps target (0: the board's default)"),
+        Option("max-steps", int, 10000, "upper bound on folding moves"),
+    )
+
+    def apply(self, model: ModelWrapper):
+        from flimcc.passes.lower_finn import finn_settings
+        from flimcc.targets import get_target
+
+        finn_settings()
+        target = get_target(self.target)
+        if not target.fpga_part:
+            raise FlimccError(f"pass 'fold': target '{self.target}' is not an FPGA board")
+        if not list(hw_nodes(model)) and not list(loop_nodes(model)):
+            raise FlimccError("pass 'fold': no hardware nodes (run lower-finn first)")
+        budget = target.budget(self.headroom)
+        clock = self.clock_mhz or target.default_clock_mhz
+        auto = pixels_setting(model) == "auto"
+        if auto and cost._batch(model) != 1:
+            from flimcc.passes.batch_pixels import set_pixels
+
+            model = set_pixels(model, 1, auto=True)  # search at one pixel (fast); P is set at the end
+        results, unfit = [], []
+        for depth in THRESHOLD_PLACEMENTS:
+            trial = ModelWrapper(copy.deepcopy(model.model))
+            cost.place_threshold_memories(trial, depth)
+            result = self._search(trial, target.fpga_part, budget, clock, auto)
+            if result is None:
+                unfit.append(depth)
+                continue
+            results.append((result["perf"]["pixels_per_second"], -len(results), depth, result))
+        if not results:
+            p = current_pixels(model)
+            cost.place_threshold_memories(model)
+            used = cost.total_resources(model, target.fpga_part, p)
+            over = [k for k in cost.RESOURCES if used[k] > budget[k]] or ["(no single resource)"]
+            raise FlimccError(
+                f"pass 'fold': the design does not fit {target.name} even unfolded "
+                f"({', '.join(f'{k} {used[k]:.0f} > {budget[k]:.0f}' for k in over if k in used)}); "
+                "use fewer bits, a smaller P, or a larger board")
+        _, _, depth, best = max(results)
+        model, p, perf, used = best["model"], best["p"], best["perf"], best["used"]
+        if auto:
+            from flimcc.passes.batch_pixels import set_pixels
+
+            model = set_pixels(model, p, auto=True)
+        self.metrics = {
+            "moves": best["moves"], "stopped_by": best["stop"], "pixel_parallelism": p,
+            "threshold_bram_depth": depth if depth < cost._NEVER else "never",
+            "cycles_per_pixel": round(perf["cycles_per_pixel"], 1),
+            "pixels_per_second": round(perf["pixels_per_second"]),
+            "bottleneck": perf["max_cycles_node_name"],
+            **{f"{k.lower()}_used": round(used[k]) for k in cost.RESOURCES},
+        }
+        return model, False
+
+    def _search(self, model: ModelWrapper, part: str, budget: dict, clock: float, auto: bool) -> dict | None:
+        """The greedy move sequence for one memory placement; None if nothing fits."""
+        p = current_pixels(model)
+        used = cost.total_resources(model, part, p)
+        if not cost.fits(used, budget):
+            return None
+        moves = 0
+        stop = "saturated"
+        for _ in range(self.max_steps):
+            perf = cost.throughput(model, p, clock)
+            if self.fps and perf["pixels_per_second"] >= self.fps:
+                stop = "fps reached"
+                break
+            node = model.get_node_from_name(perf["max_cycles_node_name"])
+            if node.domain == "flimcc.hw":
+                loop = getCustomOp(node)
+                body = loop.body()
+                inst = getCustomOp(body.get_node_from_name(cost.loop_timing(node, loop).bottleneck))
+            else:
+                loop, body, inst = None, None, getCustomOp(node)
+            move = _next_move(inst, part, budget)
+            if move is None:
+                break
+            attr, value, _ = move
+            old = inst.get_nodeattr(attr)
+            inst.set_nodeattr(attr, value)
+            if loop is not None:
+                loop.set_nodeattr("body", body.model.graph)
+            new_p = cost.auto_pixels(model) if auto else p
+            used = cost.total_resources(model, part, new_p)
+            if not cost.fits(used, budget):
+                inst.set_nodeattr(attr, old)
+                if loop is not None:
+                    loop.set_nodeattr("body", body.model.graph)
+                stop = "budget"
+                break
+            p = new_p
+            moves += 1
+        return {"model": model, "p": p, "moves": moves, "stop": stop,
+                "perf": cost.throughput(model, p, clock), "used": cost.total_resources(model, part, p)}
