@@ -55,46 +55,9 @@ def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, 
     if not _is_quantized(model):
         steps.append(f"quantize{{bits={bits}}}")
     steps += ["fold-weights", "streamline", f"lower-finn{{target={target}}}", f"batch-pixels{{p={pixels}}}",
-              f"fold{{target={target},headroom={headroom},fps={fps},clock-mhz={clock_mhz}}}"]
+              f"fold{{target={target},headroom={headroom},fps={fps},clock-mhz={clock_mhz}}}",
+              f"plan-memory{{target={target},headroom={headroom}}}"]
     return ",".join(steps)
-
-
-def memory_plan(model: ModelWrapper, fpgapart: str, p: int) -> dict:
-    """Where every memory of the design lives, with FINN's estimate of what it costs."""
-    from flimcc.hw.layout import hw_nodes, loop_nodes
-
-    entries = []
-
-    def add(where: str, graph_model: ModelWrapper):
-        for node, inst in hw_nodes(graph_model):
-            res = inst.node_res_estimation(fpgapart)
-            kind = None
-            if node.op_type.startswith("MVAU"):
-                kind = "weights"
-                styles = {"ram_style": inst.get_nodeattr("ram_style"), "mem_mode": inst.get_nodeattr("mem_mode")}
-                bits = inst.get_nodeattr("MW") * inst.get_nodeattr("MH") * \
-                    inst.get_input_datatype(1).bitwidth()
-            elif node.op_type.startswith("Thresholding"):
-                kind = "thresholds"
-                styles = {k: inst.get_nodeattr(k) for k in ("depth_trigger_bram", "depth_trigger_uram")
-                          if k in inst.get_nodeattr_types()}
-                thr = graph_model.get_initializer(node.input[1])
-                bits = int(thr.size) * inst.get_input_datatype(1).bitwidth() if thr is not None else 0
-            if kind:
-                entries.append({"memory": kind, "node": f"{where}{node.name}", "bits": int(bits), **styles,
-                                "BRAM_18K": res["BRAM_18K"], "LUT": res["LUT"], "URAM": res["URAM"]})
-
-    add("", model)
-    for node, loop in loop_nodes(model):
-        add(f"{node.name}_body_", loop.body())
-    for buf in cost.state_buffers(model, p):
-        style = cost._buffer_style(buf, "auto")
-        res = cost.fifo_cost(buf["width"], buf["depth"], fpgapart, style)
-        entries.append({"memory": "state", "node": f"{buf['loop']}:{buf['state']}", "bits": buf["width"] * buf["depth"],
-                        "width": buf["width"], "depth": buf["depth"], "ram_style": style,
-                        "BRAM_18K": res["BRAM_18K"], "LUT": res["LUT"], "URAM": res["URAM"]})
-    totals = {k: float(sum(e[k] for e in entries)) for k in ("BRAM_18K", "LUT", "URAM")}
-    return {"pixel_parallelism": p, "memories": entries, "total": totals}
 
 
 def _finn_build_config(target, clock_mhz: float) -> dict:
@@ -152,8 +115,10 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     used = cost.total_resources(hw, target.fpga_part, p)
     budget = target.budget(headroom)
     fits = cost.fits(used, budget)
-    if not fits:
-        raise TargetError(_does_not_fit(hw, target, used, budget, p))
+    if not fits:  # plan-memory checked already; this guards pipelines given by hand
+        from flimcc.passes.plan_memory import does_not_fit
+
+        raise TargetError(does_not_fit(hw, target, used, budget))
     stages = report["stages"]
     integer_from = next((i for i, s in enumerate(stages) if s["stage"] == "streamline"), None)
     after = stages[integer_from + 1:] if integer_from is not None else []
@@ -188,7 +153,9 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
             "max_abs_err": stages[-1]["vs_golden"]["max_abs_err"] if stages[-1].get("vs_golden") else None,
         },
     }
-    _write_build(out, hw, target, clock, summary, report, memory_plan(hw, target.fpga_part, p))
+    from flimcc.passes.plan_memory import memory_plan
+
+    _write_build(out, hw, target, clock, summary, report, {"pixel_parallelism": p, **memory_plan(hw, target.fpga_part)})
     summary["output_dir"] = str(out)
     return summary
 
@@ -218,21 +185,6 @@ def _macs_per_pixel(report: dict) -> int | None:
         if m:
             return int(m)
     return None
-
-
-def _does_not_fit(model, target, used, budget, p) -> str:
-    from flimcc.hw.layout import hw_nodes, loop_nodes
-
-    over = [k for k in cost.RESOURCES if used[k] > budget[k]]
-    consumers = []
-    for node, inst in list(hw_nodes(model)) + list(loop_nodes(model)):
-        res = inst.node_res_estimation(target.fpga_part)
-        consumers.append((max(res.get(k, 0) / max(budget[k], 1) for k in over), node.name, res))
-    consumers.sort(reverse=True)
-    top = "; ".join(f"{name} ({', '.join(f'{k} {res.get(k, 0):.0f}' for k in over)})" for _, name, res in consumers[:3])
-    return (f"the design does not fit {target.name}: " + ", ".join(f"{k} {used[k]:.0f} > {budget[k]:.0f}" for k in over)
-            + f"; largest consumers: {top}; try fewer bits (quantize{{bits=4}}), a smaller P (--pixels), "
-            "or a larger board")
 
 
 def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dict, report: dict, plan: dict) -> None:

@@ -94,15 +94,14 @@ def state_buffers(model: ModelWrapper, p: int) -> list[dict]:
     return bufs
 
 
-def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str) -> dict:
-    """FINN's own StreamingFIFO estimate for a FIFO of this geometry (impl vivado, so
-    ram_style decides: block -> BRAM18, distributed -> LUTRAM, ultra -> URAM)."""
+def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str = "auto") -> dict:
+    """FINN's own StreamingFIFO estimate for a FIFO of this geometry (ram_style "auto"
+    lets FINN's ladder pick SRL, LUTRAM or BRAM from depth and width)."""
     from onnx import helper
 
     node = helper.make_node("StreamingFIFO_rtl", ["i"], ["o"], domain="finn.custom_op.fpgadataflow.rtl",
                             backend="fpgadataflow", depth=int(depth), folded_shape=[1, int(depth), 1],
-                            normal_shape=[1, int(depth)], dataType=f"INT{int(width)}", impl_style="vivado",
-                            ram_style=ram_style)
+                            normal_shape=[1, int(depth)], dataType=f"INT{int(width)}", ram_style=ram_style)
     return getCustomOp(node).node_res_estimation(fpgapart)
 
 
@@ -114,7 +113,7 @@ def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: st
             totals[k] += float(res.get(k, 0))
     if not _has_planned_buffers(model):
         for buf in state_buffers(model, p):
-            res = fifo_cost(buf["width"], buf["depth"], fpgapart, _buffer_style(buf, buffer_style))
+            res = fifo_cost(buf["width"], buf["depth"], fpgapart, buffer_style)
             for k in RESOURCES:
                 totals[k] += float(res.get(k, 0))
     return totals
@@ -123,13 +122,6 @@ def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: st
 def _has_planned_buffers(model: ModelWrapper) -> bool:
     return any(n.op_type.startswith("StreamingFIFO") for _, inst in loop_nodes(model)
                for n in inst.get_nodeattr("body").node)
-
-
-def _buffer_style(buf: dict, style: str) -> str:
-    if style != "auto":
-        return style
-    # FINN's LargeFIFOMemStyle rule of thumb: shallow buffers in LUTRAM, deep in BRAM
-    return "distributed" if buf["width"] * buf["depth"] <= 64 * 64 else "block"
 
 
 def throughput(model: ModelWrapper, p: int, clock_mhz: float) -> dict:

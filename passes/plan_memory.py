@@ -1,0 +1,194 @@
+"""plan-memory: the loop FIFOs, where every memory lives, and whether the design fits.
+
+Inside each RecurrentLoop body this pass inserts FINN ``StreamingFIFO`` nodes:
+
+* on every state's feedback path, the buffer that holds the P interleaved hidden states
+  between steps: P x C/PE words of PE x bits (the folded stream of the node producing the
+  new state);
+* on the early input of every reconvergent join (an elementwise op fed by two paths of
+  different latency, e.g. h_{t-1} waiting at ``h - c`` while the gates compute), deep enough
+  that the early branch never stalls the late one: the latency difference in cycles (a
+  stream moves at most one word per cycle), capped at one step of all P pixels.
+
+Their ``ram_style`` is left to FINN's own rule ("auto": SRL, LUTRAM or BRAM by depth and
+width); weights and thresholds keep the placement ``fold`` chose. FIFOs between the
+top-level FINN nodes are FINN's job (``step_set_fifo_depths`` in the build folder's config).
+
+The memory map (``memory_plan``) lists every weight, threshold and FIFO memory with FINN's
+estimate of what it costs; a design over the budget stops here, naming the largest
+consumers and what to change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from flimcc.errors import TargetError
+from flimcc.hw import cost
+from flimcc.hw.layout import hw_nodes, loop_nodes
+from flimcc.pipeline import Contract, Option, Pass, register
+
+FIFO_DOMAIN = "finn.custom_op.fpgadataflow.rtl"
+
+
+def _fifo(name: str, src: str, dst: str, folded: list[int], normal: list[int], dtype: str, depth: int,
+          ram_style: str) -> "helper.NodeProto":
+    return helper.make_node("StreamingFIFO_rtl", [src], [dst], name=name, domain=FIFO_DOMAIN, backend="fpgadataflow",
+                            depth=int(depth), folded_shape=[int(d) for d in folded],
+                            normal_shape=[int(d) for d in normal], dataType=dtype, ram_style=ram_style)
+
+
+def _vector_cycles(inst, batch: int) -> float:
+    return inst.get_exp_cycles() / batch
+
+
+def insert_loop_fifos(body: ModelWrapper, n_state: int, p: int, ram_style: str = "auto") -> list[dict]:
+    """Insert the state and reconvergence FIFOs into a loop body (in place)."""
+    graph = body.graph
+    batch = body.get_tensor_shape(graph.input[0].name)[0]
+    inserted = []
+    # latency per vector at every tensor (FINN's no-overlap sum along paths)
+    lat = {i.name: 0.0 for i in graph.input}
+    for node in graph.node:
+        inst = getCustomOp(node)
+        start = max((lat.get(t, 0.0) for t in node.input if body.get_initializer(t) is None), default=0.0)
+        for t in node.output:
+            lat[t] = start + _vector_cycles(inst, batch)
+    for node in list(graph.node):
+        dyn = [(k, t) for k, t in enumerate(node.input) if t and body.get_initializer(t) is None]
+        if len(dyn) < 2:
+            continue
+        inst = getCustomOp(node)
+        late = max(lat.get(t, 0.0) for _, t in dyn)
+        for k, t in dyn:
+            slack = late - lat.get(t, 0.0)
+            if slack <= 0:
+                continue
+            folded = list(inst.get_folded_input_shape(k))
+            words = int(np.prod(folded[:-1]))
+            depth = max(2, min(math.ceil(slack), words // max(batch, 1) * p))
+            new = f"{t}/fifo"
+            name = f"{node.name}_in{k}_fifo"
+            graph.node.insert(list(graph.node).index(node),
+                              _fifo(name, t, new, folded, body.get_tensor_shape(t),
+                                    inst.get_input_datatype(k).name, depth, ram_style))
+            node.input[k] = new
+            body.set_tensor_shape(new, body.get_tensor_shape(t))
+            body.set_tensor_datatype(new, body.get_tensor_datatype(t))
+            inserted.append({"fifo": name, "kind": "reconvergence", "depth": depth,
+                             "width": int(folded[-1]) * inst.get_input_datatype(k).bitwidth()})
+    for k in range(n_state):
+        out = graph.output[k].name
+        prod = body.find_producer(out)
+        pinst = getCustomOp(prod)
+        idx = list(prod.output).index(out)
+        folded = list(pinst.get_folded_output_shape(idx))
+        pe, dtype = folded[-1], pinst.get_output_datatype(idx)
+        depth = max(2, p * int(np.prod(folded[1:-1])))
+        pre = f"{out}/to_fifo"
+        prod.output[idx] = pre
+        body.set_tensor_shape(pre, body.get_tensor_shape(out))
+        body.set_tensor_datatype(pre, dtype)
+        name = f"state{k}_fifo"
+        graph.node.append(_fifo(name, pre, out, folded, body.get_tensor_shape(out), dtype.name, depth, ram_style))
+        inserted.append({"fifo": name, "kind": "state", "depth": depth, "width": int(pe) * dtype.bitwidth()})
+    return inserted
+
+
+def memory_plan(model: ModelWrapper, fpgapart: str) -> dict:
+    """Every memory of the design with FINN's estimate of its cost."""
+    entries = []
+
+    def add(where: str, graph_model: ModelWrapper):
+        for node, inst in hw_nodes(graph_model):
+            res = inst.node_res_estimation(fpgapart)
+            styles = {}
+            if node.op_type.startswith("MVAU"):
+                kind = "weights"
+                styles = {"mem_mode": inst.get_nodeattr("mem_mode"), "ram_style": inst.get_nodeattr("ram_style")}
+                bits = inst.get_nodeattr("MW") * inst.get_nodeattr("MH") * inst.get_input_datatype(1).bitwidth()
+            elif node.op_type.startswith("Thresholding"):
+                kind = "thresholds"
+                styles = {k: inst.get_nodeattr(k) for k in ("depth_trigger_bram", "depth_trigger_uram")
+                          if k in inst.get_nodeattr_types()}
+                thr = graph_model.get_initializer(node.input[1])
+                bits = int(thr.size) * inst.get_input_datatype(1).bitwidth() if thr is not None else 0
+            elif node.op_type.startswith("StreamingFIFO"):
+                kind = "fifo"
+                styles = {"depth": inst.get_nodeattr("depth"), "ram_style": inst.get_nodeattr("ram_style"),
+                          "resolved_ram_style": inst.get_ram_style()}
+                bits = inst.get_nodeattr("depth") * inst.get_instream_width()
+            else:
+                continue
+            entries.append({"memory": kind, "node": f"{where}{node.name}", "bits": int(bits), **styles,
+                            "BRAM_18K": res["BRAM_18K"], "LUT": res["LUT"], "URAM": res["URAM"]})
+
+    add("", model)
+    for node, loop in loop_nodes(model):
+        add(f"{node.name}_body_", loop.body())
+    totals = {k: float(sum(e[k] for e in entries)) for k in ("BRAM_18K", "LUT", "URAM")}
+    return {"memories": entries, "total": totals, "total_bits": int(sum(e["bits"] for e in entries))}
+
+
+def does_not_fit(model: ModelWrapper, target, used: dict, budget: dict) -> str:
+    over = [k for k in cost.RESOURCES if used[k] > budget[k]]
+    consumers = []
+    for node, inst in list(hw_nodes(model)) + list(loop_nodes(model)):
+        res = inst.node_res_estimation(target.fpga_part)
+        consumers.append((max(res.get(k, 0) / max(budget[k], 1) for k in over), node.name, res))
+    consumers.sort(key=lambda c: (-c[0], c[1]))
+    top = "; ".join(f"{name} ({', '.join(f'{k} {res.get(k, 0):.0f}' for k in over)})" for _, name, res in consumers[:3])
+    return (f"the design does not fit {target.name}: "
+            + ", ".join(f"{k} {used[k]:.0f} > {budget[k]:.0f} ({100 * budget[k] / max(target.resources.get(k, 1), 1):.0f}% budget)"
+                        for k in over)
+            + f"; largest consumers: {top}; use fewer bits (quantize{{bits=4}}), a smaller P (--pixels), "
+            "less parallelism (fold{fps=...}), or a larger board")
+
+
+@register
+class PlanMemory(Pass):
+    """Loop FIFOs, memory map and the fit check (see module docstring)."""
+
+    name = "plan-memory"
+    summary = "state and reconvergence FIFOs in the loops, memory map, fit check against the board"
+    contract = Contract.EXACT
+    options = (
+        Option("target", str, "pynq-z2", "board whose budget the design must fit"),
+        Option("headroom", float, 0.85, "fraction of each resource the design may use"),
+        Option("fifo-ram-style", str, "auto", "ram_style of the inserted FIFOs",
+               ("auto", "srl", "distributed", "block", "ultra")),
+    )
+
+    def apply(self, model: ModelWrapper):
+        from flimcc.targets import get_target
+
+        target = get_target(self.target)
+        loops = list(loop_nodes(model))
+        if not loops and not list(hw_nodes(model)):
+            raise TargetError("pass 'plan-memory': no hardware nodes (run lower-finn first)")
+        fifos = []
+        for node, inst in loops:
+            body = inst.body()
+            if any(n.op_type.startswith("StreamingFIFO") for n in body.graph.node):
+                continue  # planned already
+            p = inst.get_nodeattr("pixels")
+            for f in insert_loop_fifos(body, inst.get_nodeattr("num_state"), p, self.fifo_ram_style):
+                fifos.append({"loop": node.name, **f})
+            inst.set_nodeattr("body", body.model.graph)
+        p = max((inst.get_nodeattr("pixels") for _, inst in loops), default=1)
+        used = cost.total_resources(model, target.fpga_part, p)
+        budget = target.budget(self.headroom)
+        if not cost.fits(used, budget):
+            raise TargetError(does_not_fit(model, target, used, budget))
+        plan = memory_plan(model, target.fpga_part)
+        self.plan = plan
+        self.metrics = {"fifos_inserted": len(fifos),
+                        "state_fifo_words": sum(f["depth"] for f in fifos if f["kind"] == "state"),
+                        "memory_bits": plan["total_bits"],
+                        **{f"{k.lower()}_used": round(used[k]) for k in cost.RESOURCES}}
+        return model, False
