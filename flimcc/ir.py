@@ -9,15 +9,20 @@ user's file becomes a one-line `ModelLoadError` that names the file and the caus
 from __future__ import annotations
 
 import collections
+import copy
 import os
 import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import onnx
+import onnx.helper as oh
+import onnx.numpy_helper as np_helper
+import onnx.shape_inference as si
 from google.protobuf.message import DecodeError
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.custom_op.registry import is_custom_op
+from qonnx.transformation.infer_shapes import InferShapes, _make_shape_compatible_op, _restore_finn_ops
 
 from .errors import ModelLoadError
 
@@ -131,6 +136,90 @@ def name_nodes(graph: onnx.GraphProto) -> None:
                 name_nodes(attr.g)
 
 
+# --- Linear-time equivalents of qonnx steps that are quadratic on large graphs ----------------
+# The zoo's QONNX models are unrolled DAGs of ~5,000 nodes. qonnx's `ModelWrapper(proto)` runs
+# `check_all_tensor_shapes_specified(fix_missing_init_shape=True)`, which rebuilds the list of
+# every ValueInfo for each tensor a node reads or writes (and converts an initializer to numpy on
+# each lookup miss): O(nodes x tensors), tens of seconds per wrapper at that size, and `load` built
+# three. The helpers below produce the same protos with one index built per call.
+
+
+def _fix_missing_initializer_valueinfo(model: ModelWrapper) -> None:
+    """What `ModelWrapper.check_all_tensor_shapes_specified(fix_missing_init_shape=True)` does to
+    the graph, in one pass: every initializer a node references and that has no ValueInfo in
+    graph.input/output/value_info gets one appended to value_info, in first-reference order; a
+    name with several ValueInfos fails the same assertion qonnx's `get_tensor_shape` raises."""
+    graph = model.graph
+    vi_count = collections.Counter(x.name for x in graph.input)
+    vi_count.update(x.name for x in graph.output)
+    vi_count.update(x.name for x in graph.value_info)
+    first_init: dict[str, int] = {}
+    for k, t in enumerate(graph.initializer):
+        first_init.setdefault(t.name, k)
+
+    def visit(name: str) -> None:
+        count = vi_count.get(name, 0)
+        assert count <= 1, "Multiple ValueInfoProto found for " + name
+        if count == 1:
+            return
+        k = first_init.get(name)
+        if k is None:
+            return
+        init = graph.initializer[k]
+        try:
+            value = np_helper.to_array(init)
+        except ValueError:  # qonnx's get_initializer treats this as "no initializer"
+            return
+        # = ModelWrapper.set_tensor_shape for a tensor in none of input/output/value_info
+        graph.value_info.append(oh.make_tensor_value_info(name, init.data_type, value.shape))
+        vi_count[name] = 1
+
+    for n in graph.node:
+        for i in n.input:
+            if i != "":
+                visit(i)
+        for o in n.output:
+            visit(o)
+
+
+def _wrap(proto: onnx.ModelProto) -> ModelWrapper:
+    """`ModelWrapper(proto)`, with its initializer-ValueInfo fix done in linear time."""
+    model = ModelWrapper(proto, fix_missing_initializer_valueinfo=False)
+    _fix_missing_initializer_valueinfo(model)
+    return model
+
+
+def _infer_shapes(model: ModelWrapper) -> ModelWrapper:
+    """`model.transform(InferShapes(), cleanup=False)` with the same result, in linear time.
+
+    qonnx's pass swaps every custom op for a shape-compatible standard op with a
+    `RepeatedField.insert` + `remove` (a linear scan comparing messages) and swaps it back by
+    looking up `str(node)` of every node; here both swaps happen in place, by index. Node names
+    are unique (`name_nodes`), so the node at a swapped index is the only one that could match."""
+    if model.fix_float64:  # transform() would first run DoubleToSingleFloat
+        return model.transform(InferShapes(), cleanup=False)
+    model = copy.deepcopy(model)  # transform(make_deepcopy=True)
+    nodes = model.graph.node
+    hidden: list[tuple[int, onnx.NodeProto, onnx.NodeProto]] = []
+    for k in range(len(nodes)):
+        node = nodes[k]
+        if is_custom_op(node.domain):
+            compatible = _make_shape_compatible_op(node, model)
+            compatible.name = node.name
+            original = onnx.NodeProto()
+            original.CopyFrom(node)
+            node.CopyFrom(compatible)
+            hidden.append((k, compatible, original))
+    inferred = _wrap(si.infer_shapes(model.model))
+    nodes = inferred.graph.node
+    if all(k < len(nodes) and nodes[k] == compatible for k, compatible, _ in hidden):
+        for k, _, original in hidden:
+            nodes[k].CopyFrom(original)
+    else:  # shape inference changed the nodes: restore the way qonnx does
+        _restore_finn_ops(inferred, {str(compatible): original for _, compatible, original in hidden})
+    return inferred
+
+
 def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, what: str = "<model>") -> ModelWrapper:
     """Bind dynamic input dims, name nodes, infer shapes; raise `ModelLoadError` if some
     graph output is still without a static shape."""
@@ -146,11 +235,11 @@ def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, wha
     try:
         # Data propagation resolves shapes computed from shapes (Shape -> ConstantOfShape, as
         # exporters write `zeros_like`); qonnx's pass then covers qonnx/FINN custom ops.
-        model = ModelWrapper(onnx.shape_inference.infer_shapes(proto, data_prop=True))
+        model = _wrap(onnx.shape_inference.infer_shapes(proto, data_prop=True))
     except Exception:  # noqa: BLE001 - qonnx's inference below reports the problem
         pass
     try:
-        model = model.transform(InferShapes(), cleanup=False)
+        model = _infer_shapes(model)
     except Exception as e:  # noqa: BLE001 - ONNX and qonnx raise many kinds; all mean "bad model"
         raise ModelLoadError(f"{what}: shape inference failed: {_first_line(e)}") from None
     for out in model.graph.output:
@@ -180,7 +269,7 @@ def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool
             raise ModelLoadError(f"{what}: fails the ONNX checker: {_first_line(e)}") from None
     if opset(proto) is None:
         raise ModelLoadError(f"{what}: imports no default-domain (ai.onnx) opset")
-    return canonicalize(ModelWrapper(proto), dims, what)
+    return canonicalize(_wrap(proto), dims, what)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
