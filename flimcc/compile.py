@@ -52,6 +52,7 @@ def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, 
     steps = []
     if _has_gru(model):
         steps.append("unroll-gru")
+    steps.append("fold-constants")
     if not _is_quantized(model):
         steps.append(f"quantize{{bits={bits}}}")
     steps += ["fold-weights", "streamline", f"lower-finn{{target={target}}}", f"batch-pixels{{p={pixels}}}",
@@ -100,7 +101,10 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     model_path = Path(model_path)
     stem = model_path.name.removesuffix(".onnx")
     out = Path(out_dir) if out_dir else Path("build") / f"{stem}-{target.name}"
-    model = flimcc.load(model_path, dims=dims) if dims else flimcc.load(model_path)
+    # A symbolic batch is bound to the verification batch: exporters compute zero states
+    # from Shape(x), which fold-constants turns into constants of that batch; they end as
+    # loop flags and biases, so the hardware graph itself is re-batched freely afterwards.
+    model = flimcc.load(model_path, dims=dims, batch=max(verify_samples, 1))
     if target.kind == "cpu":
         return _compile_cpu(model, target, out, verify_samples, seed)
     clock = float(clock_mhz or target.default_clock_mhz)
@@ -202,7 +206,7 @@ def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dic
         _dump(tmp / "memory_plan.json", plan)
         _dump(tmp / "verification.json", {"golden": report.get("golden"), "stages": [
             {k: s.get(k) for k in ("stage", "contract", "verdict", "vs_previous", "vs_golden")} for s in report["stages"]]})
-        _dump(tmp / "pipeline.json", report)
+        _dump(tmp / "pipeline.json", _without_timings(report))
         _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "compile_seconds"})
         if out.exists():
             shutil.rmtree(out)
@@ -210,6 +214,11 @@ def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dic
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _without_timings(report: dict) -> dict:
+    """The per-pass report without wall-clock times: same input, byte-identical build."""
+    return {**report, "stages": [{k: v for k, v in s.items() if k != "seconds"} for s in report["stages"]]}
 
 
 def _compile_cpu(model: ModelWrapper, target, out: Path, verify_samples: int, seed: int) -> dict:
@@ -243,7 +252,7 @@ def _compile_cpu(model: ModelWrapper, target, out: Path, verify_samples: int, se
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         flimcc.save(cpu, tmp / "model.onnx")
-        _dump(tmp / "pipeline.json", report)
+        _dump(tmp / "pipeline.json", _without_timings(report))
         _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "pixels_per_second"})
         if out.exists():
             shutil.rmtree(out)

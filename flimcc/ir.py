@@ -81,7 +81,7 @@ def opset(model: ModelWrapper | onnx.ModelProto, domain: str = "") -> int | None
     return None
 
 
-def _bind_dims(graph: onnx.GraphProto, dims: Mapping[str, int], what: str) -> None:
+def _bind_dims(graph: onnx.GraphProto, dims: Mapping[str, int], what: str, batch: int = DEFAULT_BATCH) -> None:
     """Give every graph input a static shape: named dims from `dims`, a symbolic leading
     (batch) axis `DEFAULT_BATCH`; any other symbolic axis is an error the user must fix."""
     initializers = {t.name for t in graph.initializer}
@@ -98,7 +98,7 @@ def _bind_dims(graph: onnx.GraphProto, dims: Mapping[str, int], what: str) -> No
             if name and name in dims:
                 value = int(dims[name])
             elif axis == 0:
-                value = DEFAULT_BATCH
+                value = batch
             else:
                 label = f"'{name}'" if name else "unnamed"
                 raise ModelLoadError(
@@ -220,7 +220,15 @@ def _infer_shapes(model: ModelWrapper) -> ModelWrapper:
     return inferred
 
 
-def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, what: str = "<model>") -> ModelWrapper:
+_HARDWARE_DOMAINS = ("finn.custom_op.fpgadataflow.hls", "finn.custom_op.fpgadataflow.rtl", "flimcc.hw")
+
+
+def _is_hardware_graph(graph: onnx.GraphProto) -> bool:
+    return any(n.domain in _HARDWARE_DOMAINS for n in graph.node)
+
+
+def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, what: str = "<model>",
+                 batch: int = DEFAULT_BATCH) -> ModelWrapper:
     """Bind dynamic input dims, name nodes, infer shapes; raise `ModelLoadError` if some
     graph output is still without a static shape."""
     proto = model.model
@@ -230,7 +238,13 @@ def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, wha
     static = [i for i in proto.graph.input if i.name in inits]
     for vi in static:
         proto.graph.input.remove(vi)
-    _bind_dims(proto.graph, dims or {}, what)
+    if _is_hardware_graph(proto.graph):
+        # A compiled hardware graph carries the static shapes its lowering wrote; FINN's
+        # shape functions check their inputs against node attributes, so re-inference from
+        # the graph input would fail on the first node whose neighbours ONNX cannot infer.
+        name_nodes(proto.graph)
+        return _wrap(proto)
+    _bind_dims(proto.graph, dims or {}, what, batch)
     name_nodes(proto.graph)
     try:
         # Data propagation resolves shapes computed from shapes (Shape -> ConstantOfShape, as
@@ -258,8 +272,10 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool = True) -> ModelWrapper:
-    """Load a model as canonical IR. `dims` binds named dynamic dimensions (e.g. {"T": 135})."""
+def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool = True,
+         batch: int = DEFAULT_BATCH) -> ModelWrapper:
+    """Load a model as canonical IR. `dims` binds named dynamic dimensions (e.g. {"T": 135});
+    a symbolic leading (batch) axis becomes `batch`."""
     what = _describe(source)
     proto = _read(source, what)
     if check:
@@ -269,7 +285,7 @@ def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool
             raise ModelLoadError(f"{what}: fails the ONNX checker: {_first_line(e)}") from None
     if opset(proto) is None:
         raise ModelLoadError(f"{what}: imports no default-domain (ai.onnx) opset")
-    return canonicalize(_wrap(proto), dims, what)
+    return canonicalize(_wrap(proto), dims, what, batch)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:

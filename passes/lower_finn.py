@@ -50,6 +50,10 @@ from flimcc.hw.layout import FINN_ABSTRACT_DOMAIN, FINN_HW_DOMAINS
 from flimcc.hw.recurrent_loop import body_model
 from flimcc.pipeline import Contract, Option, Pass, register
 
+#: Requantizations to this many output bits or more become FINN Requant (multiply-add)
+#: instead of Thresholding (2^bits - 1 comparisons).
+REQUANT_MIN_BITS = 10
+
 #: Shape ops that only add or drop unit axes: a chain of them between equal shapes is a no-op.
 _UNIT_AXIS_OPS = {"Unsqueeze", "Squeeze", "Identity", "Gather", "Reshape"}
 #: Per-vector ops a transpose that keeps the last axis commutes with.
@@ -130,6 +134,40 @@ def bypass_unit_axis_chains(model: ModelWrapper) -> int:
                 break
             cur, src = prev, prev.input[0]
     return bypassed
+
+
+def slices_of_concats(model: ModelWrapper) -> int:
+    """A Slice that cuts exactly one input back out of a Concat along the same axis reads
+    that input directly (exporters stack the layers' final states, then unstack them for
+    the decoder layers)."""
+    graph = model.graph
+    replaced = 0
+    for node in list(graph.node):
+        if node.op_type != "Slice" or len(node.input) < 4:
+            continue
+        prod = _producer(graph, node.input[0])
+        if prod is None or prod.op_type != "Concat":
+            continue
+        consts = [model.get_initializer(n) for n in node.input[1:4]]
+        steps = model.get_initializer(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+        if any(c is None or c.size != 1 for c in consts) or (steps is not None and int(steps.ravel()[0]) != 1):
+            continue
+        start, end, axis = (int(c.ravel()[0]) for c in consts)
+        rank = len(model.get_tensor_shape(prod.output[0]) or [])
+        axis = axis % rank if rank else axis
+        if axis != _attr(prod, "axis", 0) % max(rank, 1):
+            continue
+        offset = 0
+        for src in prod.input:
+            size = (model.get_tensor_shape(src) or [None] * rank)[axis]
+            if size is None:
+                break
+            if (start, min(end, offset + size)) == (offset, offset + size):
+                _rename_input(graph, node.output[0], src)
+                replaced += 1
+                break
+            offset += size
+    return replaced
 
 
 def _per_channel_const(model: ModelWrapper, node: onnx.NodeProto, stream: str) -> bool:
@@ -265,11 +303,15 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
     for vi in body.graph.output:
         vi.type.tensor_type.ClearField("shape")
     body = body.transform(InferShapes())
+    # a per-step input that became a constant may leave all-constant work behind
+    from qonnx.transformation.fold_constants import FoldConstants
+
+    body = body.transform(FoldConstants(), cleanup=False)
     for node in body.graph.node:
         if node.op_type == "MultiThreshold":  # FINN checks the MT's layout against its tensors'
             body.set_tensor_layout(node.input[0], DataLayout.NC)
             body.set_tensor_layout(node.output[0], DataLayout.NC)
-    body = _convert(body, fpgapart, where=f"loop '{loop_name}' body")
+    body = _convert(body, fpgapart, where=f"loop '{loop_name}' body", requant=True)
     # y_t = Identity(h_new): after duplication the Identity's input is its own stream.
     outputs = {o.name for o in body.graph.output}
     for node in list(body.graph.node):
@@ -286,7 +328,7 @@ def _integer_node(model: ModelWrapper, node: onnx.NodeProto) -> bool:
     return all(model.get_tensor_datatype(n).is_integer() for n in names)
 
 
-def _convert(model: ModelWrapper, fpgapart: str, where: str) -> ModelWrapper:
+def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = False) -> ModelWrapper:
     from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
     from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
         InferElementwiseBinaryOperation,
@@ -294,6 +336,7 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str) -> ModelWrapper:
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
         InferQuantizedMatrixVectorActivation,
     )
+    from finn.transformation.fpgadataflow.convert_to_hw.requant import InferRequantLayer
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
@@ -302,6 +345,11 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str) -> ModelWrapper:
         model = model.transform(InferQuantizedMatrixVectorActivation())
         # only integer arithmetic becomes hardware: the float head and tail stay software
         model = model.transform(InferElementwiseBinaryOperation(lambda m, n: _integer_node(m, n)))
+        # wide requantizations (uniform thresholds, e.g. the reset-after accumulators at
+        # acc-bits=16) as FINN's multiply-add Requant: 65,535 thresholds would not fit;
+        # narrow ones stay thresholds, which FINN implements more cheaply
+        if requant:  # (FINN's pass also converts every Quant: not on the top graph's input edge)
+            model = model.transform(InferRequantLayer(bitwidth_threshold=REQUANT_MIN_BITS))
         model = model.transform(InferThresholdingLayer())
         model = model.transform(InferDuplicateStreamsLayer())
         model = model.transform(MinimizeAccumulatorWidth())
@@ -318,7 +366,7 @@ def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> li
     n_scan_in = _attr(node, "num_scan_inputs")
     n_state = len(node.input) - n_scan_in
     body = _annotations(model, body_graph)
-    b_inputs = list(body.graph.input)
+    b_inputs = [vi.name for vi in body.graph.input]
     loop_inputs, zero_init = [], []
     for i, name in enumerate(node.input):
         if i < n_state:
@@ -330,10 +378,10 @@ def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> li
         if const is not None and np.all(const == const[:1, :1]):
             # the same vector every step and pixel: a constant operand inside the body
             vec = np.ascontiguousarray(const[0, :1]).astype(np.float32)
-            x_t = b_inputs[i].name
+            x_t = b_inputs[i]
             body.set_initializer(x_t, vec)
             body.set_tensor_datatype(x_t, model.get_tensor_datatype(name))
-            body.graph.input.remove(b_inputs[i])
+            _remove_by_name(body.graph.input, x_t)
             continue
         loop_inputs.append(name)
     T = None
@@ -349,7 +397,7 @@ def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> li
         if o in outputs or _consumers(graph, o) or k < n_state:
             loop_outputs.append(o)  # a final state is built even when unused: it goes round the loop
         else:  # an unused per-step output is not built at all
-            body.graph.output.remove(next(v for v in body.graph.output if v.name == body_graph.output[k].name))
+            _remove_by_name(body.graph.output, body_graph.output[k].name)
     remove_dead_nodes(body.graph)
     body = _lower_body(body, fpgapart, node.name)
     # sequences enter and leave as 4-D streams (1, T, B, C); the rest of the graph still
@@ -370,6 +418,12 @@ def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> li
         backend="fpgadataflow", iterations=int(T), num_state=n_state, zero_init=zero_init, pixels=1,
         body=body.model.graph)
     return before + [loop] + after
+
+
+def _remove_by_name(values, name: str) -> None:
+    """Remove a ValueInfo by name (protobuf element references go stale after edits)."""
+    idx = next(i for i, v in enumerate(values) if v.name == name)
+    del values[idx]
 
 
 def _unsqueeze(model: ModelWrapper, name: str, nodes: list) -> str:
@@ -461,6 +515,23 @@ def lift_sequences(model: ModelWrapper) -> int:
     return lifted
 
 
+def _check_integer_loops(model: ModelWrapper) -> None:
+    """Every loop body integer, and at least one quantizer: a float graph passes the edge
+    rule of check_integer_graph (all of it is computed from the float input)."""
+    from flimcc.analysis import _body_violations
+
+    problems = []
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                problems += _body_violations(attr.g, node.name)
+    if problems:
+        raise FlimccError("not an integer graph: " + "; ".join(problems[:3]) + " (run quantize and streamline first)")
+    if not any(n.op_type in ("Quant", "MultiThreshold") for n in model.graph.node) and \
+            not any(n.op_type == "Scan" for n in model.graph.node):
+        raise FlimccError("not an integer graph: no quantizer and no loop (run quantize and streamline first)")
+
+
 def _declare_domains(model: ModelWrapper) -> None:
     """Opset imports for the custom domains now in use (the ONNX checker needs them)."""
     have = {o.domain for o in model.model.opset_import}
@@ -534,17 +605,27 @@ class LowerFinn(Pass):
         if any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
             return model, False
         check_integer_graph(model)
+        _check_integer_loops(model)
         graph = model.graph
         loops = 0
-        for node in list(graph.node):
-            if node.op_type == "Scan":
-                at = list(graph.node).index(node)
-                for k, new in enumerate(scan_to_loop(model, node, target.fpga_part)):
-                    graph.node.insert(at + k, new)
-                graph.node.remove(node)
-                loops += 1
+        while True:  # in graph order; shapes re-inferred so the next loop sees its inputs'
+            node = next((n for n in model.graph.node if n.op_type == "Scan"), None)
+            if node is None:
+                break
+            graph = model.graph
+            at = list(graph.node).index(node)
+            replacement = scan_to_loop(model, node, target.fpga_part)
+            del graph.node[at]
+            for k, new in enumerate(replacement):
+                graph.node.insert(at + k, new)
+            loops += 1
+            remove_dead_nodes(graph)
+            model = _reinfer(model)
+        graph = model.graph
         remove_dead_nodes(graph)
         model = _reinfer(model)
+        unstacked = slices_of_concats(model)
+        remove_dead_nodes(model.graph)
         bypassed = bypass_unit_axis_chains(model)
         remove_dead_nodes(model.graph)
         moved = sink_transposes(model)
@@ -571,6 +652,6 @@ class LowerFinn(Pass):
         body_count = sum(len(getCustomOp(n).get_nodeattr("body").node)
                          for n in model.graph.node if n.domain == LOOP_DOMAIN)
         self.metrics = {"recurrent_loops": loops, "finn_nodes": hw_count, "finn_nodes_in_loops": body_count,
-                        "transposes_moved": moved, "unit_axis_chains_bypassed": bypassed,
+                        "transposes_moved": moved, "unit_axis_chains_bypassed": bypassed, "concat_slices_bypassed": unstacked,
                         "sequences_lifted_to_4d": lifted, "fpga_part": target.fpga_part}
         return model, False

@@ -1,0 +1,209 @@
+"""flimcc compile and its hardware passes: lower-finn, batch-pixels, fold, plan-memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import flimcc
+from flimcc.errors import FlimccError
+from flimcc.hw import cost
+from flimcc.hw.layout import FINN_HW_DOMAINS, LOOP_DOMAIN, hw_nodes, loop_nodes
+from flimcc.pipeline import Pipeline
+from flimcc.targets import get_target
+
+from conftest import run_cli
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "models" / "seq2seqlite_random.onnx"
+INTEGER = "unroll-gru,quantize{bits=8},fold-weights,streamline"
+
+
+@pytest.fixture(scope="module")
+def integer_model():
+    return Pipeline.parse(INTEGER).run(flimcc.load(EXAMPLE), verify=False).model
+
+
+@pytest.fixture(scope="module")
+def lowered(integer_model):
+    run = Pipeline.parse("lower-finn").run(integer_model, verify=True, samples=24, seed=3)
+    return run
+
+
+def test_lower_finn_is_bit_exact_and_one_partition(lowered):
+    stage = lowered.report.stages[-1]
+    assert stage.vs_previous.bit_exact, stage.vs_previous
+    model = lowered.model
+    kinds = ["hw" if n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) else "sw" for n in model.graph.node]
+    # software only before and after one contiguous hardware block
+    first, last = kinds.index("hw"), len(kinds) - 1 - kinds[::-1].index("hw")
+    assert all(k == "hw" for k in kinds[first:last + 1]), kinds
+    loops = list(loop_nodes(model))
+    assert len(loops) == 2
+    for _, inst in loops:
+        body = inst.get_nodeattr("body")
+        assert body.node and all(n.domain in FINN_HW_DOMAINS for n in body.node)
+        ops = {n.op_type for n in body.node}
+        assert {"MVAU_rtl", "Thresholding_rtl", "ElementwiseMul_hls", "DuplicateStreams_hls"} <= ops | {"MVAU_hls"}
+    # the encoder's zero initial state is a flag, not an input
+    enc = loops[0][1]
+    assert list(enc.get_nodeattr("zero_init")) == [1]
+
+
+def test_lower_finn_refuses_a_float_graph():
+    float_model = Pipeline.parse("unroll-gru").run(flimcc.load(EXAMPLE), verify=False).model
+    with pytest.raises(FlimccError, match="not an integer graph"):
+        Pipeline.parse("lower-finn").run(float_model, verify=False)
+
+
+def test_hardware_graph_runs_on_any_batch(lowered):
+    """Written for one pixel, executed on 37 at once (re-batched), equal per pixel."""
+    model = lowered.model
+    x = np.random.default_rng(0).random((37, 135, 1), dtype=np.float32)
+    many = flimcc.execute(model, {"x": x})["y"]
+    one = flimcc.execute(model, {"x": x[5:6]})["y"]
+    assert many.shape == (37, 135, 3)
+    np.testing.assert_array_equal(many[5:6], one)
+
+
+@pytest.fixture(scope="module")
+def folded(lowered):
+    return {h: Pipeline.parse(f"batch-pixels,fold{{headroom={h}}}").run(lowered.model, verify=False)
+            for h in (0.7, 0.85, 1.0)}
+
+
+def test_fold_stays_within_budget_and_more_budget_never_slows(folded):
+    target = get_target("pynq-z2")
+    rates = []
+    for h, run in sorted(folded.items()):
+        model = run.model
+        p = next(inst.get_nodeattr("pixels") for _, inst in loop_nodes(model))
+        used = cost.total_resources(model, target.fpga_part, p)
+        assert cost.fits(used, target.budget(h)), (h, used)
+        rates.append(cost.throughput(model, p, 100.0)["pixels_per_second"])
+    assert rates == sorted(rates), rates
+    assert rates[-1] > rates[0]
+
+
+def test_fold_sets_full_pipeline_pixels(folded):
+    model = folded[0.85].model
+    for node, inst in loop_nodes(model):
+        timing = cost.loop_timing(node, inst)
+        assert inst.get_nodeattr("pixels") * timing.ii >= timing.latency
+    # the graph is written for one frame of P pixels
+    p = next(inst.get_nodeattr("pixels") for _, inst in loop_nodes(model))
+    assert model.get_tensor_shape("x")[0] == p
+    for node, inst in hw_nodes(model):
+        if "numInputVectors" in inst.get_nodeattr_types():
+            assert inst.get_nodeattr("numInputVectors")[-1] == p
+        assert model.get_tensor_shape(node.output[0])[-2] == p
+
+
+def test_fold_refuses_when_nothing_fits(lowered):
+    with pytest.raises(FlimccError, match="does not fit"):
+        Pipeline.parse("batch-pixels,fold{headroom=0.001}").run(lowered.model, verify=False)
+
+
+def test_plan_memory_inserts_loop_fifos_and_stays_exact(folded):
+    run = Pipeline.parse("plan-memory").run(folded[0.85].model, verify=True, samples=8)
+    assert run.report.stages[-1].vs_previous.bit_exact
+    for _, inst in loop_nodes(run.model):
+        body = inst.get_nodeattr("body")
+        fifos = [n for n in body.node if n.op_type == "StreamingFIFO_rtl"]
+        state = [n for n in fifos if n.name.startswith("state")]
+        assert len(state) == inst.get_nodeattr("num_state")
+        depth = next(a.i for a in state[0].attribute if a.name == "depth")
+        # P hidden states of C channels, PE per word
+        assert depth % inst.get_nodeattr("pixels") == 0
+
+
+# -- the command line -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "lite"
+    r = run_cli("compile", EXAMPLE, "--target", "pynq-z2", "-o", out, "--verify", 8)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return out, r
+
+
+def test_compile_writes_the_build_folder(build):
+    out, r = build
+    for f in ("model.onnx", "folding_config.json", "dataflow_build_config.json", "memory_plan.json",
+              "verification.json", "pipeline.json", "summary.json", "report/estimate_layer_cycles.json",
+              "report/estimate_layer_resources.json", "report/estimate_network_performance.json",
+              "report/op_and_param_counts.json"):
+        assert (out / f).is_file(), f
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("target", "fpga_part", "clock_mhz", "fits", "resources", "budget", "pixel_parallelism",
+                "cycles_per_pixel", "pixels_per_second", "latency_ms_per_pixel_batch", "macs_per_pixel",
+                "verification"):
+        assert key in s, key
+    assert s["fits"] and s["target"] == "pynq-z2" and s["fpga_part"] == "xc7z020clg400-1"
+    assert s["verification"]["bit_exact"] is True
+    assert s["verification"]["golden"] == "onnxruntime"
+    assert 0 < s["verification"]["max_abs_err"] < 0.05
+    for k, v in s["resources"].items():
+        assert v <= s["budget"][k]
+    assert s["pixels_per_second"] == pytest.approx(s["clock_mhz"] * 1e6 / s["cycles_per_pixel"], rel=1e-3)
+    cfg = json.loads((out / "dataflow_build_config.json").read_text())
+    assert cfg["board"] == "Pynq-Z2" and cfg["folding_config_file"] == "folding_config.json"
+    assert "fits: yes" in r.stdout and "bit-exact" in r.stdout
+
+
+def test_compiled_model_equals_integer_stage(build, integer_model):
+    out, _ = build
+    hw = flimcc.load(out / "model.onnx")
+    x = np.random.default_rng(1).random((64, 135, 1), dtype=np.float32)
+    np.testing.assert_array_equal(flimcc.execute(hw, {"x": x})["y"], flimcc.execute(integer_model, {"x": x})["y"])
+
+
+def test_compile_is_deterministic(build, tmp_path):
+    out, _ = build
+    again = tmp_path / "again"
+    r = run_cli("compile", EXAMPLE, "--target", "pynq-z2", "-o", again, "--verify", 8)
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for f in files:
+        assert (out / f).read_bytes() == (again / f).read_bytes(), f
+
+
+def test_compile_unknown_target(tmp_path):
+    r = run_cli("compile", EXAMPLE, "--target", "pynq-z9", "-o", tmp_path / "b")
+    assert r.returncode == 2
+    assert "pynq-z9" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_compile_model_that_cannot_fit(tmp_path):
+    r = run_cli("compile", EXAMPLE, "--target", "pynq-z2", "--headroom", "0.001", "-o", tmp_path / "b", "--verify", 0)
+    assert r.returncode == 2
+    assert "does not fit" in r.stderr
+    assert not (tmp_path / "b").exists()
+    assert not list(tmp_path.iterdir())  # no temporary folder left behind either
+
+
+def test_compile_unsupported_op(tmp_path):
+    """A model with an op flimcc does not lower stops with the node's name."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    graph = helper.make_graph([helper.make_node("Cos", ["x"], ["y"], name="the_cosine")], "g", [x], [y])
+    path = tmp_path / "cos.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    r = run_cli("compile", path, "--target", "pynq-z2", "-o", tmp_path / "b", "--verify", 0)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the_cosine" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_compile_cpu_target(tmp_path):
+    r = run_cli("compile", EXAMPLE, "--target", "cpu", "-o", tmp_path / "cpu", "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["target"] == "cpu" and s["pixels_per_second"] > 0
+    model = onnx.load(tmp_path / "cpu" / "model.onnx")
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
