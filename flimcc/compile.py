@@ -228,7 +228,7 @@ def _compile_cpu(model: ModelWrapper, target, out: Path, verify_samples: int, se
     from flimcc.execute import run_ort
     from flimcc.models.fli_data import simulate
 
-    text = "unroll-gru,fold-constants" if _has_gru(model) else "fold-constants"
+    text = "unroll-gru" if _has_gru(model) else "canonicalize"
     run = Pipeline.parse(text).run(model, verify=verify_samples > 0, samples=max(verify_samples, 1), seed=seed)
     cpu = run.model
     if not all(n.domain in ("", "ai.onnx") for n in cpu.graph.node):

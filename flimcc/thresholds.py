@@ -45,14 +45,24 @@ def level_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
     return 0, 2**bits - 1 - int(narrow)
 
 
+#: qonnx Quant rounding modes flimcc lowers, with qonnx's semantics: ROUND (half to even),
+#: FLOOR, and HALF_UP (half away from zero).
+ROUNDING = {
+    "ROUND": np.round,
+    "FLOOR": np.floor,
+    "HALF_UP": lambda y: np.sign(y) * np.floor(np.abs(y) + 0.5),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class QuantSpec:
-    """A uniform quantizer: scale s > 0, zero-point 0, ROUND (half to even)."""
+    """A uniform quantizer: scale s > 0, zero-point 0, a rounding mode of ROUNDING."""
 
     scale: float
     bits: int
     signed: bool
     narrow: bool = False
+    rounding: str = "ROUND"
 
     @property
     def levels(self) -> tuple[int, int]:
@@ -60,7 +70,7 @@ class QuantSpec:
 
     def quantize(self, y: np.ndarray) -> np.ndarray:
         qmin, qmax = self.levels
-        return np.clip(np.round(y / self.scale), qmin, qmax)
+        return np.clip(ROUNDING[self.rounding](y / self.scale), qmin, qmax)
 
 
 def activation_thresholds(

@@ -160,14 +160,13 @@ class Fold(Pass):
                 continue
             results.append((result["perf"]["pixels_per_second"], -len(results), depth, result))
         if not results:
+            from flimcc.passes.plan_memory import does_not_fit
+
             p = current_pixels(model)
             cost.place_threshold_memories(model)
             used = cost.total_resources(model, target.fpga_part, p)
-            over = [k for k in cost.RESOURCES if used[k] > budget[k]] or ["(no single resource)"]
-            raise FlimccError(
-                f"pass 'fold': the design does not fit {target.name} even unfolded "
-                f"({', '.join(f'{k} {used[k]:.0f} > {budget[k]:.0f}' for k in over if k in used)}); "
-                "use fewer bits, a smaller P, or a larger board")
+            raise FlimccError("pass 'fold': " + does_not_fit(model, target, used, budget,
+                                                             what="even at the lowest parallelism the design"))
         _, _, depth, best = max(results)
         model, p, perf, used = best["model"], best["p"], best["perf"], best["used"]
         if auto:

@@ -51,7 +51,7 @@ from flimcc.hw.recurrent_loop import body_model
 from flimcc.pipeline import Contract, Option, Pass, register
 
 #: Requantizations to this many output bits or more become FINN Requant (multiply-add)
-#: instead of Thresholding (2^bits - 1 comparisons).
+#: instead of Thresholding (2^bits - 1 comparisons) when exactly equal (thresholds_to_requant).
 REQUANT_MIN_BITS = 10
 
 #: Shape ops that only add or drop unit axes: a chain of them between equal shapes is a no-op.
@@ -323,6 +323,87 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
     return body
 
 
+def _requant_of(thresholds: np.ndarray, qmin: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, bias) per channel such that FINN's Requant, clip(floor(x * scale + bias +
+    0.5)) in float32, equals the MultiThreshold qmin + #{k : x >= T[c, k]} for every
+    integer x the accumulator can take; None if no uniform grid reproduces it.
+
+    Checked exhaustively over [lo, hi] narrowed to the thresholds' own span: streamline
+    builds them over the accumulator's proven range, marking levels reached by every value
+    with the range's lowest value and levels never reached with its highest plus one, so
+    values beyond that span cannot occur (the tensor's datatype is rounded up to whole
+    bits and is wider)."""
+    scales, biases = [], []
+    for row in np.atleast_2d(thresholds):
+        row = np.sort(row)
+        diffs = np.diff(row)
+        positive = diffs[diffs > 0]
+        if positive.size == 0:
+            return None
+        values, counts = np.unique(positive, return_counts=True)
+        step = float(values[np.argmax(counts)])
+        # A sentinel end (lowest value: always counted; highest plus one: never) bounds the
+        # accumulator; a grid end is a real threshold, beyond which both functions saturate
+        # (each is monotone and clipped), so one value past it completes the check.
+        first = row[0] - 1 if diffs[0] == step else row[0]
+        last = row[-1] if diffs[-1] == step else row[-1] - 1
+        x = np.arange(max(lo, int(first)), min(hi, int(last)) + 1, dtype=np.float64)
+        bases, bcounts = np.unique(row - step * np.arange(row.size), return_counts=True)
+        base = float(bases[np.argmax(bcounts)])
+        scale = np.float32(1.0 / step)
+        bias = np.float32(qmin + 0.5 - base / step)
+        expect = qmin + np.searchsorted(np.sort(row), x, side="right")
+        got = np.floor(x.astype(np.float32) * scale + bias + np.float32(0.5))
+        got = np.clip(got, qmin, qmin + row.size)
+        if not np.array_equal(got, expect):
+            return None
+        scales.append(scale)
+        biases.append(bias)
+    return np.asarray(scales, np.float32), np.asarray(biases, np.float32)
+
+
+def thresholds_to_requant(model: ModelWrapper, min_bits: int = REQUANT_MIN_BITS, max_points: int = 1 << 25) -> int:
+    """Wide MultiThresholds whose thresholds lie on a uniform grid (a power-of-two
+    requantization rounding half up) become FINN ``Requant`` nodes: one multiply-add per
+    element instead of 2^bits - 1 comparisons and their memory. FINN's own
+    ``InferRequantLayer`` tests uniformity to 1% and also converts every Quant; this one
+    converts only what it proves equal on every input value."""
+    from qonnx.core.datatype import DataType
+
+    converted = 0
+    for node in list(model.graph.node):
+        if node.op_type != "MultiThreshold":
+            continue
+        odt = model.get_tensor_datatype(node.output[0])
+        idt = model.get_tensor_datatype(node.input[0])
+        thr = model.get_initializer(node.input[1])
+        inst = getCustomOp(node)
+        if odt.bitwidth() < min_bits or thr is None or not idt.is_integer() or inst.get_nodeattr("out_scale") != 1.0:
+            continue
+        qmin = int(inst.get_nodeattr("out_bias"))
+        if qmin != int(odt.min()) or qmin + thr.shape[-1] != int(odt.max()):
+            continue
+        if (int(idt.max()) - int(idt.min()) + 1) * thr.shape[0] > max_points:
+            continue
+        found = _requant_of(thr, qmin, int(idt.min()), int(idt.max()))
+        if found is None:
+            continue
+        scale, bias = found
+        shape = model.get_tensor_shape(node.input[0])
+        s_name, b_name = f"{node.name}/requant_scale", f"{node.name}/requant_bias"
+        model.set_initializer(s_name, scale)
+        model.set_initializer(b_name, bias)
+        req = helper.make_node(
+            "Requant", [node.input[0], s_name, b_name], [node.output[0]], name=f"Requant_{node.name}",
+            domain=FINN_ABSTRACT_DOMAIN, backend="fpgadataflow", NumChannels=int(shape[-1]), PE=1,
+            inputDataType=idt.name, outputDataType=odt.name, numInputVectors=[int(d) for d in shape[:-1]], narrow=0)
+        idx = list(model.graph.node).index(node)
+        del model.graph.node[idx]
+        model.graph.node.insert(idx, req)
+        converted += 1
+    return converted
+
+
 def _integer_node(model: ModelWrapper, node: onnx.NodeProto) -> bool:
     names = [n for n in list(node.input) + list(node.output) if n]
     return all(model.get_tensor_datatype(n).is_integer() for n in names)
@@ -336,20 +417,19 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
         InferQuantizedMatrixVectorActivation,
     )
-    from finn.transformation.fpgadataflow.convert_to_hw.requant import InferRequantLayer
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
     with quiet_finn():
+        if requant:  # first: FINN's conversions widen datatypes until MinimizeAccumulatorWidth
+            thresholds_to_requant(model)
         model = model.transform(InferQuantizedMatrixVectorActivation())
         # only integer arithmetic becomes hardware: the float head and tail stay software
         model = model.transform(InferElementwiseBinaryOperation(lambda m, n: _integer_node(m, n)))
         # wide requantizations (uniform thresholds, e.g. the reset-after accumulators at
         # acc-bits=16) as FINN's multiply-add Requant: 65,535 thresholds would not fit;
         # narrow ones stay thresholds, which FINN implements more cheaply
-        if requant:  # (FINN's pass also converts every Quant: not on the top graph's input edge)
-            model = model.transform(InferRequantLayer(bitwidth_threshold=REQUANT_MIN_BITS))
         model = model.transform(InferThresholdingLayer())
         model = model.transform(InferDuplicateStreamsLayer())
         model = model.transform(MinimizeAccumulatorWidth())

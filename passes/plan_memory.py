@@ -135,19 +135,46 @@ def memory_plan(model: ModelWrapper, fpgapart: str) -> dict:
     return {"memories": entries, "total": totals, "total_bits": int(sum(e["bits"] for e in entries))}
 
 
-def does_not_fit(model: ModelWrapper, target, used: dict, budget: dict) -> str:
+def _describe(node, inst) -> str:
+    """What makes a node big, in a user's terms."""
+    t = node.op_type
+    try:
+        if t.startswith("Thresholding"):
+            return (f"{inst.get_nodeattr('numSteps'):,} thresholds x {inst.get_nodeattr('NumChannels')} channels, "
+                    f"{inst.get_nodeattr('inputDataType')} -> {inst.get_nodeattr('outputDataType')}")
+        if t.startswith("MVAU"):
+            return (f"{inst.get_nodeattr('MW')}x{inst.get_nodeattr('MH')} {inst.get_nodeattr('weightDataType')} weights, "
+                    f"PE {inst.get_nodeattr('PE')} SIMD {inst.get_nodeattr('SIMD')}")
+        if t.startswith("StreamingFIFO"):
+            return f"depth {inst.get_nodeattr('depth')}"
+    except AttributeError:
+        pass
+    return t
+
+
+def consumers(model: ModelWrapper, fpgapart: str) -> list[tuple[str, str, dict]]:
+    """(name, description, FINN resource estimate) of every FINN node, loop bodies included."""
+    out = []
+    for node, inst in hw_nodes(model):
+        out.append((node.name, _describe(node, inst), inst.node_res_estimation(fpgapart)))
+    for node, loop in loop_nodes(model):
+        for bnode, binst in hw_nodes(loop.body()):
+            out.append((f"{node.name}/{bnode.name}", _describe(bnode, binst), binst.node_res_estimation(fpgapart)))
+    return out
+
+
+def does_not_fit(model: ModelWrapper, target, used: dict, budget: dict, what: str = "the design") -> str:
     over = [k for k in cost.RESOURCES if used[k] > budget[k]]
-    consumers = []
-    for node, inst in list(hw_nodes(model)) + list(loop_nodes(model)):
-        res = inst.node_res_estimation(target.fpga_part)
-        consumers.append((max(res.get(k, 0) / max(budget[k], 1) for k in over), node.name, res))
-    consumers.sort(key=lambda c: (-c[0], c[1]))
-    top = "; ".join(f"{name} ({', '.join(f'{k} {res.get(k, 0):.0f}' for k in over)})" for _, name, res in consumers[:3])
-    return (f"the design does not fit {target.name}: "
-            + ", ".join(f"{k} {used[k]:.0f} > {budget[k]:.0f} ({100 * budget[k] / max(target.resources.get(k, 1), 1):.0f}% budget)"
+    ranked = sorted(consumers(model, target.fpga_part),
+                    key=lambda c: (-max(c[2].get(k, 0) / max(budget[k], 1) for k in over), c[0]))
+    top = "; ".join(f"{name} [{desc}]: " + ", ".join(f"{k} {res.get(k, 0):,.0f}" for k in over)
+                    for name, desc, res in ranked[:3])
+    return (f"{what} does not fit {target.name}: "
+            + ", ".join(f"{k} {used[k]:,.0f} > {budget[k]:,.0f} "
+                        f"({100 * budget[k] / max(target.resources.get(k, 1), 1):.0f}% of {target.resources.get(k, 0):,})"
                         for k in over)
-            + f"; largest consumers: {top}; use fewer bits (quantize{{bits=4}}), a smaller P (--pixels), "
-            "less parallelism (fold{fps=...}), or a larger board")
+            + f"; largest consumers: {top}; use fewer bits (quantize{{bits=4}}: 15 thresholds per channel "
+            "instead of 255), a smaller P (--pixels), less parallelism (--fps), or a larger board")
 
 
 @register

@@ -150,7 +150,8 @@ def scalar(value: float, name: str) -> onnx.TensorProto:
 
 
 def make_quant(graph: onnx.GraphProto, names: NameScope, base: str, x: str, scale: float | np.ndarray,
-               bits: int, signed: bool, narrow: bool, output: str | None = None) -> onnx.NodeProto:
+               bits: int, signed: bool, narrow: bool, output: str | None = None,
+               rounding: str = "ROUND") -> onnx.NodeProto:
     """A qonnx `Quant` node named `base` (or `base_k`), with its own scale, zero point and
     bit width initializers (never shared: qonnx's cleanup would copy a shared one under a
     random name). The caller places the node."""
@@ -163,7 +164,7 @@ def make_quant(graph: onnx.GraphProto, names: NameScope, base: str, x: str, scal
         scalar(float(bits), params[2]),
     ])
     return helper.make_node("Quant", [x, *params], [out], name=name, domain=QONNX_DOMAIN,
-                            signed=int(signed), narrow=int(narrow), rounding_mode="ROUND")
+                            signed=int(signed), narrow=int(narrow), rounding_mode=rounding)
 
 
 def pow2_scale(max_abs: float, qmax: int) -> float:
@@ -478,7 +479,12 @@ class Quantize(Pass):
         for tensor, (kind, signed) in plan.items():
             bits = self.effective_state_bits if kind == "state" else self.acc_bits if kind == "accumulator" else b
             scale = acc_scales[tensor] if kind == "accumulator" else 2.0 ** -(bits - 1)
-            quant = make_quant(graph, scope, f"{tensor}/quant", tensor, scale, bits, signed, False)
+            # The accumulator requantization is flimcc's own choice, so it rounds down (half
+            # an LSB of a 16-bit accumulator): a power-of-two requantization is then FINN's
+            # multiply-add Requant (floor(x s + b + 1/2), exact for b = -1/2) in hardware
+            # instead of 2^acc-bits - 1 thresholds; no bias makes Requant round half to even.
+            rounding = "FLOOR" if kind == "accumulator" else "ROUND"
+            quant = make_quant(graph, scope, f"{tensor}/quant", tensor, scale, bits, signed, False, rounding=rounding)
             rename_input(graph, tensor, quant.output[0])
             if tensor in prods:
                 _insert_after(graph, prods[tensor], quant)

@@ -36,7 +36,7 @@ from flimcc.errors import UnsupportedError
 from flimcc.execute import _run_standard_node, run_ort
 from flimcc.ir import canonicalize
 from flimcc.pipeline import Contract, Pass, register
-from flimcc.thresholds import QuantSpec, activation_thresholds
+from flimcc.thresholds import ROUNDING, QuantSpec, activation_thresholds
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 #: Largest integer magnitude whose float32 arithmetic (qonnx/FINN Python execution, and
@@ -344,9 +344,12 @@ class _Lowering:
         except (KeyError, TypeError):
             raise UnsupportedError(f"node '{node.name}': Quant needs constant scalar scale, zero-point and bit width")
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if zero != 0 or attrs.get("rounding_mode", b"ROUND") not in ("ROUND", b"ROUND"):
-            raise UnsupportedError(f"node '{node.name}': only zero-point 0 and rounding_mode ROUND are lowered")
-        spec = QuantSpec(scale, bits, bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
+        rounding = attrs.get("rounding_mode", b"ROUND")
+        rounding = rounding.decode() if isinstance(rounding, bytes) else rounding
+        if zero != 0 or rounding not in ROUNDING:
+            raise UnsupportedError(f"node '{node.name}': only zero-point 0 and rounding_mode "
+                                   f"{', '.join(ROUNDING)} are lowered (got {rounding})")
+        spec = QuantSpec(scale, bits, bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)), rounding)
         qmin, qmax = spec.levels
         out = node.output[0]
         result = Fixed(scale, qmin, qmax)
@@ -365,7 +368,7 @@ class _Lowering:
             self.emit("Mul", [x, inv], [out + "/in"])
             self.emit("Quant", [out + "/in", self.const(out + "/one", 1.0), self.const(out + "/zero", 0.0),
                                 self.const(out + "/bits", float(bits))], [out], domain=QONNX_DOMAIN,
-                      signed=int(spec.signed), narrow=int(spec.narrow), rounding_mode="ROUND")
+                      signed=int(spec.signed), narrow=int(spec.narrow), rounding_mode=spec.rounding)
             self.set(node, out, result)
             return
         fx = self.types[source]

@@ -207,3 +207,39 @@ def test_compile_cpu_target(tmp_path):
     assert s["target"] == "cpu" and s["pixels_per_second"] > 0
     model = onnx.load(tmp_path / "cpu" / "model.onnx")
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+
+
+# -- wide requantizations as FINN Requant ---------------------------------------------------------
+def test_floor_requantization_becomes_an_exact_requant():
+    """A power-of-two requantization rounding down is FINN's Requant exactly; one rounding
+    half to even is not (Requant rounds half up), so it stays thresholds."""
+    from flimcc.passes.lower_finn import _requant_of
+    from flimcc.thresholds import QuantSpec, activation_thresholds
+
+    acc = (-70_000, 65_000)
+    floor = activation_thresholds("identity", QuantSpec(32.0, 12, True, rounding="FLOOR"), acc)
+    found = _requant_of(floor, -2048, *acc)
+    assert found is not None
+    scale, bias = found
+    assert scale[0] == np.float32(1 / 32) and bias[0] == np.float32(-0.5)
+    half_even = activation_thresholds("identity", QuantSpec(32.0, 12, True), acc)
+    assert _requant_of(half_even, -2048, *acc) is None
+
+
+def test_reset_after_gru_compiles_with_requant(tmp_path):
+    """The teacher's GRU shape (linear_before_reset=1) quantizes its recurrent accumulator
+    to 16 bits: the lowering makes that a Requant, not 65,535 thresholds, bit-exactly."""
+    from flimcc.models.seq2seq_onnx import build_seq2seq
+
+    path = tmp_path / "ra.onnx"
+    onnx.save(build_seq2seq(hidden=8, layers=1, steps=12, linear_before_reset=1, seed=2), path)
+    model = flimcc.load(path, batch=8)
+    run = Pipeline.parse(INTEGER + ",lower-finn").run(model, verify=True, samples=8)
+    assert run.report.stages[-1].vs_previous.bit_exact
+    ops = [n.op_type for _, inst in loop_nodes(run.model) for n in inst.get_nodeattr("body").node]
+    assert any(op.startswith("Requant") for op in ops), ops
+    for _, inst in loop_nodes(run.model):
+        for n in inst.get_nodeattr("body").node:
+            if n.op_type.startswith("Thresholding"):
+                steps = next(a.i for a in n.attribute if a.name == "numSteps")
+                assert steps <= 255
