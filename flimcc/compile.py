@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from flimcc.errors import FlimccError, TargetError
+from flimcc.errors import TargetError
 from flimcc.hw import cost
 from flimcc.pipeline import Pipeline
 
@@ -196,9 +196,7 @@ def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dic
     from flimcc.passes.fold import folding_of
     from flimcc.reports import estimate_reports, write_reports
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         flimcc.save(hw, tmp / "model.onnx")
         _dump(tmp / "folding_config.json", {"Defaults": {}, **folding_of(hw)})
         _dump(tmp / "dataflow_build_config.json", _finn_build_config(target, clock))
@@ -208,6 +206,17 @@ def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dic
             {k: s.get(k) for k in ("stage", "contract", "verdict", "vs_previous", "vs_golden")} for s in report["stages"]]})
         _dump(tmp / "pipeline.json", _without_timings(report))
         _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "compile_seconds"})
+
+    write_folder(out, write)
+
+
+def write_folder(out: Path, write) -> None:
+    """Fill a temporary sibling of `out` with `write(tmp)`, then swap it into place: a
+    reader never sees a half-written folder, and a failure leaves none behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -248,22 +257,11 @@ def _compile_cpu(model: ModelWrapper, target, out: Path, verify_samples: int, se
                "verification": {"golden": report.get("golden"), "samples": verify_samples,
                                 "max_abs_err": report["stages"][-1]["vs_golden"]["max_abs_err"]
                                 if report["stages"][-1].get("vs_golden") else None}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         flimcc.save(cpu, tmp / "model.onnx")
         _dump(tmp / "pipeline.json", _without_timings(report))
         _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "pixels_per_second"})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder(out, write)
     summary["output_dir"] = str(out)
     return summary
-
-
-def check_compile_inputs(model_path) -> None:
-    if not Path(model_path).exists():
-        raise FlimccError(f"{model_path}: no such file")

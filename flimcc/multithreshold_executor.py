@@ -145,3 +145,35 @@ def _node_attrs(node: onnx.NodeProto) -> tuple[str, np.float32, np.float32]:
         if len(_attr_cache) < 4096:
             _attr_cache[key] = found
     return found
+
+
+_act_cache: dict[bytes, tuple[np.float32, bool]] = {}
+
+
+def _thresholding_attrs(node: onnx.NodeProto) -> tuple[np.float32, bool]:
+    key = b"".join(a.SerializeToString() for a in node.attribute if a.name in ("ActVal", "outputDataType"))
+    found = _act_cache.get(key)
+    if found is None:
+        inst = getCustomOp(node)
+        found = (np.float32(inst.get_nodeattr("ActVal")), inst.get_nodeattr("outputDataType") == "BIPOLAR")
+        if len(_act_cache) < 4096:
+            _act_cache[key] = found
+    return found
+
+
+def run_finn_thresholding(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    """FINN's Thresholding (its abstract op's numpy model: ActVal + count over the last
+    axis, bipolar as 2y - 1) with the fast count; used for the _hls and _rtl variants,
+    which run a loop body's thresholds every time step."""
+    act_val, bipolar = _thresholding_attrs(node)
+    x = np.asarray(context[node.input[0]])
+    y = threshold_count(x, context[node.input[1]], x.ndim - 1) + act_val
+    if bipolar:
+        y = 2 * y - 1
+    context[node.output[0]] = y.astype(np.float32)
+
+
+for _domain, _op in (("finn.custom_op.fpgadataflow", "Thresholding"),
+                     ("finn.custom_op.fpgadataflow.hls", "Thresholding_hls"),
+                     ("finn.custom_op.fpgadataflow.rtl", "Thresholding_rtl")):
+    register_node_executor(_op, domain=_domain)(run_finn_thresholding)

@@ -32,13 +32,17 @@ def print_summary(console: Console, s: dict) -> None:
     console.print(table)
     console.print(f"fits: {'[green]yes[/green]' if s['fits'] else '[red]no[/red]'} (budget {100 * s['headroom']:.0f}% of the board)")
     ratio = s.get("ratio_to_arithmetic_limit")
-    console.print(f"throughput: [bold]{s['pixels_per_second']:,.0f} pixels/s[/bold], {s['cycles_per_pixel']:,.0f} cycles/pixel"
-                  + (f" ({ratio:.2f}x the DSP arithmetic limit of {s['arithmetic_limit_cycles_per_pixel']:,.0f})" if ratio else "")
-                  + f"; P = {s['pixel_parallelism']} pixels interleaved; bottleneck {s['bottleneck']}")
+    console.print(f"throughput: [bold]{s['pixels_per_second']:,.0f} pixels/s[/bold] = {s['cycles_per_pixel']:,.0f} cycles/pixel"
+                  + (f" ({ratio:.2f}x the DSP arithmetic limit of {s['arithmetic_limit_cycles_per_pixel']:,.0f})"
+                     if ratio else ""), soft_wrap=True)
+    console.print(f"pixels interleaved: P = {s['pixel_parallelism']}; bottleneck: {s['bottleneck']}; "
+                  f"latency {s['latency_ms_per_pixel_batch']:.2f} ms per batch of P", soft_wrap=True)
     v = s["verification"]
-    verdict = "[green]bit-exact[/green]" if v["bit_exact"] else "[red]NOT bit-exact[/red]"
     err = v.get("max_abs_err")
-    console.print(f"verification: hardware graph {verdict} with the integer stage on {v['samples']} inputs; "
-                  f"max abs err vs {v['golden']}: {err:.2e}" if err is not None else "verification: skipped")
-    console.print(f"wrote {s['output_dir']}/ (model.onnx, folding_config.json, dataflow_build_config.json, report/, "
-                  "memory_plan.json, verification.json, pipeline.json, summary.json)")
+    if err is None:
+        console.print("verification: skipped (--verify 0)")
+    else:
+        verdict = "[green]bit-exact[/green]" if v["bit_exact"] else "[red]NOT bit-exact[/red]"
+        console.print(f"verification: {verdict} with the integer stage on {v['samples']} inputs; "
+                      f"max abs err vs {v['golden']}: {err:.2e}", soft_wrap=True)
+    console.print(f"wrote {s['output_dir']}/", soft_wrap=True)

@@ -122,7 +122,7 @@ def bypass_unit_axis_chains(model: ModelWrapper) -> int:
         if not _is_unit_axis_op(model, node) or node.output[0] in outputs:
             continue
         end = node.output[0]
-        src, cur = node.input[0], node
+        src = node.input[0]
         while True:
             shape = model.get_tensor_shape(src)
             if shape and shape == model.get_tensor_shape(end) and src != end:
@@ -132,7 +132,7 @@ def bypass_unit_axis_chains(model: ModelWrapper) -> int:
             prev = _producer(graph, src)
             if prev is None or not _is_unit_axis_op(model, prev) or len(_consumers(graph, src)) != 1:
                 break
-            cur, src = prev, prev.input[0]
+            src = prev.input[0]
     return bypassed
 
 
@@ -282,15 +282,6 @@ def _annotations(model: ModelWrapper, graph: onnx.GraphProto) -> ModelWrapper:
 
 def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapper:
     """FINN's conversions on one time step (2-D tensors)."""
-    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
-    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
-        InferElementwiseBinaryOperation,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
-        InferQuantizedMatrixVectorActivation,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
-
     for node in body.graph.node:
         if node.op_type == "MultiThreshold":
             getCustomOp(node).set_nodeattr("data_layout", "NC")
@@ -368,8 +359,6 @@ def thresholds_to_requant(model: ModelWrapper, min_bits: int = REQUANT_MIN_BITS,
     element instead of 2^bits - 1 comparisons and their memory. FINN's own
     ``InferRequantLayer`` tests uniformity to 1% and also converts every Quant; this one
     converts only what it proves equal on every input value."""
-    from qonnx.core.datatype import DataType
-
     converted = 0
     for node in list(model.graph.node):
         if node.op_type != "MultiThreshold":
@@ -396,7 +385,9 @@ def thresholds_to_requant(model: ModelWrapper, min_bits: int = REQUANT_MIN_BITS,
         req = helper.make_node(
             "Requant", [node.input[0], s_name, b_name], [node.output[0]], name=f"Requant_{node.name}",
             domain=FINN_ABSTRACT_DOMAIN, backend="fpgadataflow", NumChannels=int(shape[-1]), PE=1,
-            inputDataType=idt.name, outputDataType=odt.name, numInputVectors=[int(d) for d in shape[:-1]], narrow=0)
+            inputDataType=idt.name, outputDataType=odt.name, numInputVectors=[int(d) for d in shape[:-1]], narrow=0,
+            # FINN's RTL Requant handles unsigned outputs only
+            preferred_impl_style="hls" if odt.signed() else "")
         idx = list(model.graph.node).index(node)
         del model.graph.node[idx]
         model.graph.node.insert(idx, req)

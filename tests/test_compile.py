@@ -161,6 +161,18 @@ def test_compiled_model_equals_integer_stage(build, integer_model):
     np.testing.assert_array_equal(flimcc.execute(hw, {"x": x})["y"], flimcc.execute(integer_model, {"x": x})["y"])
 
 
+def test_walkthrough_example_reads_the_build(build):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "walkthrough_build", Path(__file__).parent.parent / "examples" / "walkthrough_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.walkthrough(build[0], pixels=16)
+    assert result["summary"]["fits"]
+    assert result["max_abs_err"] < 0.1  # 8-bit post-training quantization of untrained weights
+
+
 def test_compile_is_deterministic(build, tmp_path):
     out, _ = build
     again = tmp_path / "again"

@@ -1,0 +1,131 @@
+"""flimcc compile per model and target, and flimcc's folding against FINN's SetFolding.
+
+    python benchmarks/bench_compile.py [--models seq2seqlite-float,seq2seq] [--target pynq-z2]
+                                      [--pixels 512] [--skip-setfolding]
+
+Table 1, per model: compile time, cycles per pixel, its ratio to the board's arithmetic
+limit (MACs per pixel / DSPs: one MAC per DSP per cycle), pixels per second, resources,
+and the executor's pixels per second on the compiled graph (flimcc's Python execution of
+the hardware graph, vectorised over pixels).
+
+Table 2: on the same lowered graph, FINN's SetFolding (a cycles-per-frame target, node by
+node, blind to the loop and the budget) swept over targets, its fastest design that fits
+the budget, against flimcc's fold. Both are scored with the same cost model
+(:mod:`flimcc.hw.cost`: FINN's estimators plus the loop model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+
+import flimcc  # noqa: E402
+from flimcc.compile import compile_model  # noqa: E402
+from flimcc.hw import cost  # noqa: E402
+from flimcc.hw.layout import loop_nodes  # noqa: E402
+from flimcc.models import zoo  # noqa: E402
+from flimcc.models.fli_data import simulate  # noqa: E402
+from flimcc.pipeline import Pipeline  # noqa: E402
+from flimcc.targets import get_target  # noqa: E402
+
+
+def executor_rate(model_path: Path, pixels: int) -> float:
+    hw = flimcc.load(model_path)
+    t_steps = hw.get_tensor_shape("x")[1] if hw.get_tensor_shape("x") else 135
+    x = simulate(pixels, seed=5).x[:, :t_steps].astype(np.float32)
+    flimcc.execute(hw, {"x": x[:8]})
+    t0 = time.perf_counter()
+    flimcc.execute(hw, {"x": x})
+    return pixels / (time.perf_counter() - t0)
+
+
+def setfolding_best(lowered, target, headroom: float, clock: float) -> dict | None:
+    """FINN's SetFolding on the top graph and every loop body, swept over cycle targets;
+    the fastest result within the budget (P = the smallest full-pipeline interleave)."""
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flimcc.passes.lower_finn import quiet_finn
+
+    budget = target.budget(headroom)
+    best = None
+    for tgt in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536):
+        m = ModelWrapper(copy.deepcopy(lowered.model))
+        with quiet_finn():
+            cost.place_threshold_memories(m)
+            m = m.transform(SetFolding(target_cycles_per_frame=tgt, two_pass_relaxation=False))
+            for _, inst in loop_nodes(m):
+                body = inst.body().transform(SetFolding(target_cycles_per_frame=tgt, two_pass_relaxation=False))
+                inst.set_nodeattr("body", body.model.graph)
+        p = cost.auto_pixels(m)
+        used = cost.total_resources(m, target.fpga_part, p)
+        perf = cost.throughput(m, p, clock)
+        if cost.fits(used, budget) and (best is None or perf["pixels_per_second"] > best["pixels_per_second"]):
+            best = {**perf, "target_cycles": tgt, **{k: used[k] for k in cost.RESOURCES}}
+    return best
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="seq2seqlite-float,seq2seq")
+    ap.add_argument("--target", default="pynq-z2")
+    ap.add_argument("--pixels", type=int, default=512, help="pixels for the executor measurement")
+    ap.add_argument("--out", default="build/bench")
+    ap.add_argument("--skip-setfolding", action="store_true")
+    args = ap.parse_args(argv)
+    target = get_target(args.target)
+    rows, fold_rows = [], []
+    for name in args.models.split(","):
+        path = zoo.path(name)
+        t0 = time.perf_counter()
+        try:
+            s = compile_model(path, args.target, Path(args.out) / f"{name}-{args.target}", verify_samples=8)
+        except flimcc.errors.FlimccError as e:
+            rows.append((name, f"{time.perf_counter() - t0:.0f}", "does not fit: " + str(e)[:150]))
+            continue
+        seconds = time.perf_counter() - t0
+        rate = executor_rate(Path(s["output_dir"]) / "model.onnx", args.pixels)
+        r = s["resources"]
+        rows.append((name, f"{seconds:.0f}", f"{s['cycles_per_pixel']:,.0f}", f"{s['ratio_to_arithmetic_limit']:.2f}",
+                     f"{s['pixels_per_second']:,.0f}", str(s["pixel_parallelism"]), f"{r['LUT']:,.0f}",
+                     f"{r['BRAM_18K']:,.0f}", f"{r['DSP']:,.0f}", f"{rate:,.0f}"))
+        if not args.skip_setfolding:
+            model = flimcc.load(path, batch=8)
+            text = s["pipeline"].split(",batch-pixels")[0]  # up to and including lower-finn
+            lowered = Pipeline.parse(text).run(model, verify=False).model
+            base = setfolding_best(lowered, target, 0.85, s["clock_mhz"])
+            if base:
+                fold_rows.append((name, f"{base['cycles_per_pixel']:,.0f}", f"{base['pixels_per_second']:,.0f}",
+                                  f"{base['LUT']:,.0f}/{base['BRAM_18K']:,.0f}/{base['DSP']:,.0f}",
+                                  str(base["target_cycles"]), f"{s['cycles_per_pixel']:,.0f}",
+                                  f"{s['pixels_per_second']:,.0f}",
+                                  f"{r['LUT']:,.0f}/{r['BRAM_18K']:,.0f}/{r['DSP']:,.0f}",
+                                  f"{s['pixels_per_second'] / base['pixels_per_second']:.2f}"))
+            else:
+                fold_rows.append((name, "nothing fits", "", "", "", f"{s['cycles_per_pixel']:,.0f}",
+                                  f"{s['pixels_per_second']:,.0f}", "", ""))
+    print(f"\nflimcc compile, target {target.name} ({target.fpga_part}, {target.default_clock_mhz:g} MHz, "
+          f"budget 85%); arithmetic limit = MACs per pixel / {target.resources['DSP']} DSPs\n")
+    head = ("model", "compile s", "cycles/px", "/limit", "px/s", "P", "LUT", "BRAM18", "DSP", "executor px/s")
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if fold_rows:
+        print("\nfolding on the same lowered graph, scored by the same cost model\n")
+        head = ("model", "SetFolding cycles/px", "px/s", "LUT/BRAM/DSP", "its cycle target",
+                "flimcc fold cycles/px", "px/s", "LUT/BRAM/DSP", "flimcc/SetFolding")
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for row in fold_rows:
+            print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
