@@ -260,6 +260,45 @@ def run_nodes(model: ModelWrapper, context: dict) -> dict:
     return context
 
 
+def prepare_nodes(model: ModelWrapper) -> list[Callable[[dict], None]]:
+    """`run_nodes` resolved once: one callable per node taking the context. A loop body
+    runs T times on same-shaped tensors, so op instances, their numpy models and output
+    shapes are looked up once instead of every step."""
+    steps: list[Callable[[dict], None]] = []
+    for node in model.graph.node:
+        standard = node.domain in STANDARD_DOMAINS
+        fn = _NODE_EXECUTORS.get((node.domain, node.op_type))
+        if standard or fn is not None:
+            steps.append(functools.partial(_run_node, node, model=model))
+            continue
+        steps.append(_prepared_custom(node, model))
+    return steps
+
+
+def _prepared_custom(node: onnx.NodeProto, model: ModelWrapper) -> Callable[[dict], None]:
+    from qonnx.custom_op.registry import getCustomOp
+
+    try:
+        inst = getCustomOp(node)
+    except Exception as e:  # noqa: BLE001 - qonnx raises bare Exceptions for unknown ops
+        raise UnsupportedError(
+            f"node '{node.name}': no executor for op {node.domain}.{node.op_type} ({str(e).splitlines()[0]})"
+        ) from None
+    run = python_model(inst)
+    shapes: dict[str, list[int]] = {}
+
+    def step(context: dict) -> None:
+        if not shapes:  # the first step fixes the batch for the rest
+            probe: dict = {k: context[k] for k in node.input if k in context}
+            _preallocate_outputs(node, probe, model)
+            shapes.update({k: list(np.shape(v)) for k, v in probe.items() if k in node.output})
+        for name, shape in shapes.items():
+            context[name] = np.zeros(shape, dtype=np.float32)
+        run(context, model.graph)
+
+    return step
+
+
 def _normalize_inputs(model: ModelWrapper, inputs) -> dict[str, np.ndarray]:
     names = graph_input_names(model)
     if isinstance(inputs, np.ndarray):

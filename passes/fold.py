@@ -6,7 +6,8 @@ budget. This pass maximises pixels per second instead, subject to the target's L
 BRAM18, URAM and DSP times a headroom (default 85%), with FINN's own estimators as the
 cost model (:mod:`flimcc.hw.cost`):
 
-    for each placement of the threshold memories (BRAM18 from some depth on, else LUTRAM):
+    for each placement of the threshold memories (BRAM18 from some depth on, else LUTRAM)
+    and each kind of multiplier (DSP slices, or LUTs):
     repeat: find the bottleneck (the node with the most cycles per pixel; inside a loop,
             the body node that sets its II); raise its parallelism one step (the next
             divisor of SIMD or PE, whichever cuts more cycles, SIMD first on ties);
@@ -39,6 +40,11 @@ PIXELS_KEY = "flimcc.pixels"
 #: the search runs once per placement and keeps the fastest design. A maximum over fixed
 #: placements of searches that are each monotone in the budget stays monotone.
 THRESHOLD_PLACEMENTS = (64, 256, 1024, cost._NEVER)
+
+#: Where matrix products multiply: "dsp" keeps FINN's specialisation (the RTL MVU on DSP
+#: slices, which FINN packs several 8-bit products into), "lut" makes every MVAU the HLS
+#: one with LUT multipliers (resType=lut). Searched like the placements.
+MULTIPLIERS = ("dsp", "lut")
 
 
 def pixels_setting(model: ModelWrapper) -> str:
@@ -150,15 +156,16 @@ class Fold(Pass):
             from flimcc.passes.batch_pixels import set_pixels
 
             model = set_pixels(model, 1, auto=True)  # search at one pixel (fast); P is set at the end
-        results, unfit = [], []
-        for depth in THRESHOLD_PLACEMENTS:
-            trial = ModelWrapper(copy.deepcopy(model.model))
-            cost.place_threshold_memories(trial, depth)
-            result = self._search(trial, target.fpga_part, budget, clock, auto)
-            if result is None:
-                unfit.append(depth)
-                continue
-            results.append((result["perf"]["pixels_per_second"], -len(results), depth, result))
+        results = []
+        for multipliers in MULTIPLIERS:
+            for depth in THRESHOLD_PLACEMENTS:
+                trial = ModelWrapper(copy.deepcopy(model.model))
+                cost.place_threshold_memories(trial, depth)
+                if multipliers == "lut":
+                    cost.lut_multipliers(trial)
+                result = self._search(trial, target.fpga_part, budget, clock, auto)
+                if result is not None:
+                    results.append((result["perf"]["pixels_per_second"], -len(results), (multipliers, depth), result))
         if not results:
             from flimcc.passes.plan_memory import does_not_fit
 
@@ -167,7 +174,7 @@ class Fold(Pass):
             used = cost.total_resources(model, target.fpga_part, p)
             raise FlimccError("pass 'fold': " + does_not_fit(model, target, used, budget,
                                                              what="even at the lowest parallelism the design"))
-        _, _, depth, best = max(results)
+        _, _, (multipliers, depth), best = max(results)
         model, p, perf, used = best["model"], best["p"], best["perf"], best["used"]
         if auto:
             from flimcc.passes.batch_pixels import set_pixels
@@ -175,7 +182,7 @@ class Fold(Pass):
             model = set_pixels(model, p, auto=True)
         self.metrics = {
             "moves": best["moves"], "stopped_by": best["stop"], "pixel_parallelism": p,
-            "threshold_bram_depth": depth if depth < cost._NEVER else "never",
+            "threshold_bram_depth": depth if depth < cost._NEVER else "never", "multipliers": multipliers,
             "cycles_per_pixel": round(perf["cycles_per_pixel"], 1),
             "pixels_per_second": round(perf["pixels_per_second"]),
             "bottleneck": perf["max_cycles_node_name"],

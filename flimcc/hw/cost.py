@@ -174,3 +174,32 @@ def place_threshold_memories(model: ModelWrapper, bram_depth: int = THRESHOLD_BR
         place(body)
         loop.set_nodeattr("body", body.model.graph)
     return placed
+
+
+def lut_multipliers(model: ModelWrapper) -> int:
+    """Every RTL MVAU (FINN's DSP-based MVU) becomes the HLS MVAU with LUT multipliers
+    (resType=lut): same attributes and numpy semantics, FINN's LUT cost model instead of
+    its DSP one. Loop bodies included."""
+    from onnx import helper
+
+    from flimcc.hw.layout import loop_nodes as _loops
+
+    changed = 0
+
+    def convert(graph_model):
+        nonlocal changed
+        for node in graph_model.graph.node:
+            if node.op_type != "MVAU_rtl":
+                continue
+            node.op_type, node.domain = "MVAU_hls", "finn.custom_op.fpgadataflow.hls"
+            keep = [a for a in node.attribute if a.name not in ("pumpedCompute", "gen_top_module", "resType")]
+            del node.attribute[:]
+            node.attribute.extend(keep + [helper.make_attribute("resType", "lut")])
+            changed += 1
+
+    convert(model)
+    for _, loop in _loops(model):
+        body = loop.body()
+        convert(body)
+        loop.set_nodeattr("body", body.model.graph)
+    return changed

@@ -69,29 +69,71 @@ def _rebatch_node(node: onnx.NodeProto, n: int) -> None:
 PIXEL_AXIS = {2: 0, 4: 2}
 
 
-def _reshape_tensors(graph: onnx.GraphProto, n: int) -> None:
-    """Hardware tensors get the new batch on their pixel axis (FINN's shape functions
-    check their inputs against it); the others are cleared for ONNX to re-infer."""
-    hw = set()
+#: Software ops at a hardware graph's edges, and where they move the pixel axis.
+_SAME_AXIS = {"Mul", "Add", "Sub", "Div", "Quant", "IntQuant", "MultiThreshold", "Identity", "Relu", "Clip", "Cast"}
+
+
+def _edge_axis(node: onnx.NodeProto, axis: int, rank: int, graph_model: ModelWrapper) -> int | None:
+    """The pixel axis of `node`'s output given its input's, or None if not tracked."""
+    if node.op_type in _SAME_AXIS:
+        return axis
+    if node.op_type == "Transpose":
+        perm = next(list(a.ints) for a in node.attribute if a.name == "perm")
+        return perm.index(axis)
+    if node.op_type in ("Unsqueeze", "Squeeze") and len(node.input) > 1:
+        axes = graph_model.get_initializer(node.input[1])
+        if axes is None:
+            return None
+        if node.op_type == "Squeeze":
+            axes = sorted(int(a) % rank for a in axes.ravel())
+            return None if axis in axes else axis - sum(a < axis for a in axes)
+        out_rank = rank + axes.size
+        kept = [d for d in range(out_rank) if d not in {int(a) % out_rank for a in axes.ravel()}]
+        return kept[axis]
+    return None
+
+
+def _set_dim(vi: onnx.ValueInfoProto, axis: int, n: int) -> None:
+    dim = vi.type.tensor_type.shape.dim[axis]
+    dim.ClearField("dim_param")
+    dim.dim_value = n
+
+
+def _reshape_tensors(graph_model: ModelWrapper, n: int) -> bool:
+    """Every tensor's pixel axis set to n without re-running shape inference: hardware
+    tensors by layout (PIXEL_AXIS), software tensors at the edges by following the axis
+    from the graph inputs (axis 0) through their ops. False if some tensor could not be
+    followed (the caller then re-infers shapes)."""
+    graph = graph_model.graph
     inits = {t.name for t in graph.initializer}
+    infos = {vi.name: vi for vi in list(graph.value_info) + list(graph.output)}
+    axis: dict[str, int] = {i.name: 0 for i in graph.input if i.name not in inits}
     for node in graph.node:
-        if node.domain in FINN_HW_DOMAINS + (FINN_ABSTRACT_DOMAIN, LOOP_DOMAIN):
-            hw.update(node.input)
-            hw.update(node.output)
-    for vi in list(graph.value_info) + list(graph.output):
-        tt = vi.type.tensor_type
-        if vi.name in inits:
-            continue
-        if vi.name in hw and tt.HasField("shape") and len(tt.shape.dim) in PIXEL_AXIS:
-            dim = tt.shape.dim[PIXEL_AXIS[len(tt.shape.dim)]]
-            dim.ClearField("dim_param")
-            dim.dim_value = n
-        else:
-            tt.ClearField("shape")
+        hw = node.domain in FINN_HW_DOMAINS + (FINN_ABSTRACT_DOMAIN, LOOP_DOMAIN)
+        src = next((t for t in node.input if t in axis), None)
+        for out in node.output:
+            vi = infos.get(out)
+            if vi is None or not vi.type.tensor_type.HasField("shape"):
+                continue
+            rank = len(vi.type.tensor_type.shape.dim)
+            if hw:
+                if rank not in PIXEL_AXIS:
+                    return False
+                axis[out] = PIXEL_AXIS[rank]
+            else:
+                if src is None:
+                    continue  # computed from constants only
+                in_rank = len(graph_model.get_tensor_shape(src) or [])
+                a = _edge_axis(node, axis[src], in_rank, graph_model)
+                if a is None:
+                    return False
+                axis[out] = a
+            _set_dim(vi, axis[out], n)
+    return True
 
 
 def rebatch_graph(model: ModelWrapper, n: int, input_axis: dict[str, int] | None = None) -> ModelWrapper:
-    """Set the pixel batch of `model` (modified in place, returned re-inferred) to n."""
+    """Set the pixel batch of `model` (modified in place, returned) to n."""
     from flimcc.hw.recurrent_loop import body_model
 
     graph = model.graph
@@ -110,7 +152,20 @@ def rebatch_graph(model: ModelWrapper, n: int, input_axis: dict[str, int] | None
             body = body_model(loop.get_nodeattr("body"))
             body = rebatch_graph(body, n)
             loop.set_nodeattr("body", body.model.graph)
-    _reshape_tensors(graph, n)
+    if _reshape_tensors(model, n):
+        return model
+    # fall back: software tensors re-inferred by ONNX; hardware ones keep their layout
+    # rule (FINN's shape functions check their inputs against it)
+    hw_out = {o for node in graph.node if node.domain in FINN_HW_DOMAINS + (FINN_ABSTRACT_DOMAIN, LOOP_DOMAIN)
+              for o in node.output}
+    for vi in list(graph.value_info) + list(graph.output):
+        shape = vi.type.tensor_type.shape
+        if vi.name in inits:
+            continue
+        if vi.name in hw_out and len(shape.dim) in PIXEL_AXIS:
+            _set_dim(vi, PIXEL_AXIS[len(shape.dim)], n)
+        else:
+            vi.type.tensor_type.ClearField("shape")
     return model.transform(InferShapes(), cleanup=False)
 
 

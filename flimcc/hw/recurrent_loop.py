@@ -203,7 +203,7 @@ class RecurrentLoop(HWCustomOp):
 
     # -- execution ------------------------------------------------------------------------
     def execute_node(self, context, graph):
-        from flimcc.execute import run_nodes
+        from flimcc.execute import prepare_nodes
 
         node = self.onnx_node
         body = self.body()
@@ -226,11 +226,13 @@ class RecurrentLoop(HWCustomOp):
             states.append(np.asarray(context[n], dtype=np.float32) if n is not None else np.zeros(shape, np.float32))
         base = {t.name: body.get_initializer(t.name) for t in body.graph.initializer}
         ys: list[list[np.ndarray]] = [[] for _ in b_ys]
+        steps = prepare_nodes(body)
         for t in range(t_steps):
             ctx = dict(base)
             ctx.update(zip(b_states, states))
             ctx.update({x: s[0, t] for x, s in zip(b_xs, seqs)})
-            run_nodes(body, ctx)
+            for run in steps:
+                run(ctx)
             states = [np.asarray(ctx[o], dtype=np.float32) for o in b_state_outs]
             for k, y in enumerate(b_ys):
                 ys[k].append(np.asarray(ctx[y], dtype=np.float32))
