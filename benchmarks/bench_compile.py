@@ -1,7 +1,9 @@
 """flimcc compile per model and target, and flimcc's folding against FINN's SetFolding.
 
-    python benchmarks/bench_compile.py [--models seq2seqlite-float,seq2seq] [--target pynq-z2]
+    python benchmarks/bench_compile.py [--models seq2seqlite-float,seq2seq,seq2seq:4] [--target pynq-z2]
                                       [--pixels 512] [--skip-setfolding]
+
+A model is a zoo name, optionally with the bits of post-training quantization (name:4).
 
 Table 1, per model: compile time, cycles per pixel, its ratio to the board's arithmetic
 limit (MACs per pixel / DSPs: one MAC per DSP per cycle), pixels per second, resources,
@@ -55,12 +57,15 @@ def setfolding_best(lowered, target, headroom: float, clock: float) -> dict | No
 
     from flimcc.passes.lower_finn import quiet_finn
 
+    from flimcc.passes.fold import THRESHOLD_PLACEMENTS
+
     budget = target.budget(headroom)
     best = None
-    for tgt in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536):
+    sweep = [(t, d) for t in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536) for d in THRESHOLD_PLACEMENTS]
+    for tgt, depth in sweep:  # the same threshold placements fold tries
         m = ModelWrapper(copy.deepcopy(lowered.model))
         with quiet_finn():
-            cost.place_threshold_memories(m)
+            cost.place_threshold_memories(m, depth)
             m = m.transform(SetFolding(target_cycles_per_frame=tgt, two_pass_relaxation=False))
             for _, inst in loop_nodes(m):
                 body = inst.body().transform(SetFolding(target_cycles_per_frame=tgt, two_pass_relaxation=False))
@@ -75,7 +80,7 @@ def setfolding_best(lowered, target, headroom: float, clock: float) -> dict | No
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="seq2seqlite-float,seq2seq")
+    ap.add_argument("--models", default="seq2seqlite-float,seq2seq,seq2seq:4")
     ap.add_argument("--target", default="pynq-z2")
     ap.add_argument("--pixels", type=int, default=512, help="pixels for the executor measurement")
     ap.add_argument("--out", default="build/bench")
@@ -83,13 +88,17 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     target = get_target(args.target)
     rows, fold_rows = [], []
-    for name in args.models.split(","):
-        path = zoo.path(name)
+    for spec in args.models.split(","):
+        zoo_name, _, bits = spec.partition(":")
+        bits = int(bits or 8)
+        name = f"{zoo_name} ({bits}-bit)"
+        path = zoo.path(zoo_name)
         t0 = time.perf_counter()
         try:
-            s = compile_model(path, args.target, Path(args.out) / f"{name}-{args.target}", verify_samples=8)
+            s = compile_model(path, args.target, Path(args.out) / f"{zoo_name}-{bits}b-{args.target}",
+                              verify_samples=8, bits=bits)
         except flimcc.errors.FlimccError as e:
-            rows.append((name, f"{time.perf_counter() - t0:.0f}", "does not fit: " + str(e)[:150]))
+            rows.append((name, f"{time.perf_counter() - t0:.0f}", str(e)[:240]))
             continue
         seconds = time.perf_counter() - t0
         rate = executor_rate(Path(s["output_dir"]) / "model.onnx", args.pixels)

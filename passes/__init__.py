@@ -4,6 +4,6 @@ Each module holds one qonnx `Transformation` subclass of `flimcc.pipeline.Pass`,
 for what it does, registered under its kebab-case pipeline name.
 """
 
-from . import batch_pixels, canonicalize, fold, fold_constants, fold_weights, lower_finn, plan_memory, quantize, streamline, unroll_gru  # noqa: F401
+from . import batch_pixels, canonicalize, fold, fold_constants, fold_weights, lower_finn, plan_memory, quantize, roll_loop, streamline, unroll_gru  # noqa: F401
 
-__all__ = ["batch_pixels", "canonicalize", "fold", "fold_constants", "fold_weights", "lower_finn", "plan_memory", "quantize", "streamline", "unroll_gru"]
+__all__ = ["batch_pixels", "canonicalize", "fold", "fold_constants", "fold_weights", "lower_finn", "plan_memory", "quantize", "roll_loop", "streamline", "unroll_gru"]

@@ -255,3 +255,20 @@ def test_reset_after_gru_compiles_with_requant(tmp_path):
             if n.op_type.startswith("Thresholding"):
                 steps = next(a.i for a in n.attribute if a.name == "numSteps")
                 assert steps <= 255
+
+
+def test_search_cost_model_equals_finn_analyses(folded):
+    """fold's cached cost model gives FINN's own numbers: the loop's II and L equal
+    FINN's dataflow_performance on the body, its resources the body's res_estimation."""
+    model = folded[0.85].model
+    part = get_target("pynq-z2").fpga_part
+    for node, inst in loop_nodes(model):
+        perf = inst.body_performance()
+        timing = cost.loop_timing(node, inst)
+        assert (timing.ii, timing.latency) == (perf["max_cycles"], perf["critical_path_cycles"])
+        direct = inst.node_res_estimation(part)
+        cached = cost.loop_res(inst, part)
+        for k in cost.RESOURCES:
+            assert cached[k] == pytest.approx(direct[k])
+        p = inst.get_nodeattr("pixels")
+        assert timing.frame_cycles(p) == inst.get_exp_cycles()

@@ -15,10 +15,11 @@ import dataclasses
 import math
 
 import numpy as np
+import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
-from flimcc.hw.layout import hw_nodes, loop_nodes
+from flimcc.hw.layout import FINN_HW_DOMAINS, hw_nodes, loop_nodes
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
@@ -47,11 +48,71 @@ class LoopTiming:
         return self.steps * (max(p * self.ii, self.latency) + self.overhead)
 
 
+#: FINN's per-node estimates depend only on the node's attributes (and the part): cached by
+#: the node's bytes, so a folding search re-estimates only the node it changed.
+_RES_CACHE: dict[tuple[bytes, str], dict] = {}
+_CYCLES_CACHE: dict[bytes, int] = {}
+_CACHE_MAX = 200_000
+
+
+def _key(node: onnx.NodeProto) -> bytes:
+    return node.SerializeToString(deterministic=True)
+
+
+def node_res(node: onnx.NodeProto, fpgapart: str) -> dict:
+    """FINN's ``node_res_estimation`` of one FINN node, cached."""
+    key = (_key(node), fpgapart)
+    found = _RES_CACHE.get(key)
+    if found is None:
+        if len(_RES_CACHE) > _CACHE_MAX:
+            _RES_CACHE.clear()
+        found = _RES_CACHE[key] = getCustomOp(node).node_res_estimation(fpgapart)
+    return found
+
+
+def node_cycles(node: onnx.NodeProto) -> int:
+    """FINN's ``get_exp_cycles`` of one FINN node, cached."""
+    key = _key(node)
+    found = _CYCLES_CACHE.get(key)
+    if found is None:
+        if len(_CYCLES_CACHE) > _CACHE_MAX:
+            _CYCLES_CACHE.clear()
+        found = _CYCLES_CACHE[key] = int(getCustomOp(node).get_exp_cycles())
+    return found
+
+
 def loop_timing(node, inst) -> LoopTiming:
-    perf = inst.body_performance()
-    return LoopTiming(node.name, inst.get_nodeattr("iterations"), int(perf["max_cycles"]),
-                      int(perf["critical_path_cycles"]), inst.get_nodeattr("step_overhead"),
-                      perf["max_cycles_node_name"])
+    """II and L of a loop body per vector: FINN's dataflow_performance algorithm (nodes in
+    order, a node's latency its cycles plus its slowest FINN predecessor's) over the body
+    nodes' FINN cycle estimates divided by the body's batch; equal to
+    ``RecurrentLoop.body_performance`` (tested), without building models."""
+    body = inst.get_nodeattr("body")
+    batch = body.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+    producer = {o: n.name for n in body.node for o in n.output}
+    lat: dict[str, float] = {}
+    ii, worst = 0.0, ""
+    for n in body.node:
+        if n.domain not in FINN_HW_DOMAINS:
+            continue
+        c = node_cycles(n) / batch
+        if c > ii:
+            ii, worst = c, n.name
+        preds = [lat[producer[i]] for i in n.input if i in producer and producer[i] in lat]
+        lat[n.name] = c + max(preds, default=0.0)
+    return LoopTiming(node.name, inst.get_nodeattr("iterations"), int(ii), int(max(lat.values(), default=0)),
+                      inst.get_nodeattr("step_overhead"), worst)
+
+
+def loop_res(inst, fpgapart: str) -> dict:
+    """The loop's resources: its body nodes' FINN estimates summed (cached per node); equal
+    to ``RecurrentLoop.node_res_estimation`` (tested)."""
+    totals = {k: 0.0 for k in RESOURCES}
+    for n in inst.get_nodeattr("body").node:
+        if n.domain in FINN_HW_DOMAINS:
+            res = node_res(n, fpgapart)
+            for k in RESOURCES:
+                totals[k] += float(res.get(k, 0))
+    return totals
 
 
 def auto_pixels(model: ModelWrapper, max_pixels: int = 256) -> int:
@@ -65,7 +126,7 @@ def node_cycles_per_frame(model: ModelWrapper, p: int) -> dict[str, int]:
     batch = _batch(model)
     cycles = {}
     for node, inst in hw_nodes(model):
-        cycles[node.name] = int(round(inst.get_exp_cycles() * p / batch))
+        cycles[node.name] = int(round(node_cycles(node) * p / batch))
     for node, inst in loop_nodes(model):
         cycles[node.name] = loop_timing(node, inst).frame_cycles(p)
     return cycles
@@ -107,10 +168,14 @@ def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str = "auto") ->
 
 def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: str = "auto") -> dict[str, float]:
     totals = {k: 0.0 for k in RESOURCES}
-    for node, inst in list(hw_nodes(model)) + list(loop_nodes(model)):
-        res = inst.node_res_estimation(fpgapart)
+    for node, inst in hw_nodes(model):
+        res = node_res(node, fpgapart)
         for k in RESOURCES:
             totals[k] += float(res.get(k, 0))
+    for node, inst in loop_nodes(model):
+        res = loop_res(inst, fpgapart)
+        for k in RESOURCES:
+            totals[k] += res[k]
     if not _has_planned_buffers(model):
         for buf in state_buffers(model, p):
             res = fifo_cost(buf["width"], buf["depth"], fpgapart, buffer_style)

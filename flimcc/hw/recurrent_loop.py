@@ -131,13 +131,15 @@ class RecurrentLoop(HWCustomOp):
         names = list(self.onnx_node.output)
 
         def branch(tag):
-            nodes, vis = [], []
+            # ConstantOfShape of a constant shape: small to build and to print (qonnx keys
+            # the stand-ins by their text), and ONNX infers the shape from it
+            nodes, vis, inits = [], [], []
             for name, shape in zip(names, self._output_shapes()):
                 inner = f"{name}__{tag}"
-                nodes.append(helper.make_node("Constant", [], [inner], value=helper.make_tensor(
-                    inner, onnx.TensorProto.FLOAT, shape, np.zeros(int(np.prod(shape)), np.float32))))
+                inits.append(helper.make_tensor(inner + "_shape", onnx.TensorProto.INT64, [len(shape)], shape))
+                nodes.append(helper.make_node("ConstantOfShape", [inner + "_shape"], [inner]))
                 vis.append(helper.make_tensor_value_info(inner, onnx.TensorProto.FLOAT, shape))
-            return helper.make_graph(nodes, f"{self.onnx_node.name}_{tag}", [], vis)
+            return helper.make_graph(nodes, f"{self.onnx_node.name}_{tag}", [], vis, initializer=inits)
 
         cond = f"{self.onnx_node.name}__cond"
         model.set_initializer(cond, np.array(True))

@@ -1,0 +1,188 @@
+"""roll-loop: recurrences unrolled into T copies of one time step (a DAG) roll back into a
+Scan whose body is one step, bit-identically; the Brevitas QAT student then lowers to
+integers (fold-weights, streamline) with every stage bit-exact."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import pytest
+from conftest import OPSET, mlp
+from onnx import TensorProto, helper, numpy_helper
+
+import flimcc
+from flimcc.errors import UnsupportedError
+from flimcc.passes.roll_loop import RollLoop
+from flimcc.pipeline import Pipeline
+
+QONNX = "qonnx.custom_op.general"
+
+
+def unrolled_rnn(steps: int = 5, hidden: int = 4, quant: bool = True, odd_step: int | None = None,
+                 seed: int = 0) -> onnx.ModelProto:
+    """h_{k+1} = Q(tanh(h_k @ Q(W) + x_k)), h_0 = 0, written out step by step as a tracing
+    exporter does: per-step Gather index and Unsqueeze axes constants, a separate zero
+    constant for the first step's state, one shared weight quantizer; outputs the stacked
+    states y = Concat(Unsqueeze(h_k)) (batch, steps, hidden) and the last state. Without
+    `quant` the graph is plain ONNX. `odd_step` gives that step a different weight."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.6).astype(np.float32), "W"),
+        numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.6).astype(np.float32), "W_odd"),
+        numpy_helper.from_array(np.zeros((1, hidden), np.float32), "h0"),
+        numpy_helper.from_array(np.array(2.0 ** -5, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(2.0 ** -7, np.float32), "h_scale"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(8.0, np.float32), "bits"),
+    ]
+    nodes = []
+
+    def quantize(x: str, out: str, scale: str, narrow: int = 0) -> str:
+        if not quant:
+            return x
+        nodes.append(helper.make_node("Quant", [x, scale, "zero", "bits"], [out], name=f"{out}/quant", domain=QONNX,
+                                      signed=1, narrow=narrow, rounding_mode="ROUND"))
+        return out
+
+    weights = {"W": quantize("W", "Wq", "w_scale", narrow=1), "W_odd": quantize("W_odd", "W_oddq", "w_scale", 1)}
+    h = "h0"
+    stacked = []
+    for k in range(steps):
+        inits.append(numpy_helper.from_array(np.array(k, np.int64), f"t{k}/index"))
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), f"t{k}/axes"))
+        w = weights["W_odd" if k == odd_step else "W"]
+        nodes += [
+            helper.make_node("Gather", ["x", f"t{k}/index"], [f"t{k}/x"], name=f"t{k}/gather", axis=1),
+            helper.make_node("MatMul", [h, w], [f"t{k}/rec"], name=f"t{k}/matmul"),
+            helper.make_node("Add", [f"t{k}/rec", f"t{k}/x"], [f"t{k}/pre"], name=f"t{k}/add"),
+            helper.make_node("Tanh", [f"t{k}/pre"], [f"t{k}/act"], name=f"t{k}/tanh"),
+        ]
+        h = quantize(f"t{k}/act", f"t{k}/h", "h_scale")
+        nodes.append(helper.make_node("Unsqueeze", [h, f"t{k}/axes"], [f"t{k}/h_seq"], name=f"t{k}/unsqueeze"))
+        stacked.append(f"t{k}/h_seq")
+    nodes.append(helper.make_node("Concat", stacked, ["y"], name="stack", axis=1))
+    nodes.append(helper.make_node("Identity", [h], ["h_last"], name="last"))
+    graph = helper.make_graph(
+        nodes, "unrolled_rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, steps, hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, steps, hidden]),
+         helper.make_tensor_value_info("h_last", TensorProto.FLOAT, [1, hidden])], inits)
+    opsets = OPSET + ([helper.make_opsetid(QONNX, 1)] if quant else [])
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def bit_identical(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def scans(model) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == "Scan"]
+
+
+def body(scan: onnx.NodeProto) -> onnx.GraphProto:
+    return next(a.g for a in scan.attribute if a.name == "body")
+
+
+@pytest.mark.parametrize("quant", [True, False])
+def test_hand_built_recurrence_rolls_into_one_scan_bit_exactly(quant):
+    steps = 5
+    model = flimcc.load(unrolled_rnn(steps=steps, quant=quant))
+    rolling = RollLoop()
+    rolled = model.transform(rolling)
+    assert len(model.graph.node) == steps * (6 if quant else 5) + 2 + quant
+    (scan,) = scans(rolled)
+    assert not {"Gather", "Concat", "Unsqueeze"} & {n.op_type for n in rolled.graph.node}
+    ops = sorted(n.op_type for n in body(scan).node)
+    assert ops == (sorted(["Quant", "MatMul", "Add", "Tanh", "Quant"]) if quant else ["Add", "MatMul", "Tanh"])
+    # the weight's quantizer is copied into the body, on a body initializer
+    if quant:
+        weight_quant = next(n for n in body(scan).node if n.op_type == "Quant" and "W" in n.input[0])
+        assert weight_quant.input[0] in {t.name for t in body(scan).initializer}
+    (loop,) = rolling.metrics["loops"]
+    assert (loop["steps"], loop["states"], loop["scan_inputs"], loop["scan_outputs"]) == (steps, 1, 1, 1)
+    x = np.random.default_rng(1).uniform(-1, 1, (64, steps, 4)).astype(np.float32)
+    assert bit_identical(flimcc.execute(rolled, {"x": x}), flimcc.execute(model, {"x": x}))
+    # without quantizers the whole graph runs as one onnxruntime session, Scan included
+    assert flimcc.execute.__module__ and (quant or flimcc.execute(rolled, x)["y"].shape == (64, steps, 4))
+
+
+def test_a_step_that_differs_stops_the_chain_and_stays_unrolled():
+    model = flimcc.load(unrolled_rnn(steps=9, odd_step=6))
+    rolling = RollLoop()
+    rolled = model.transform(rolling)
+    (loop,) = rolling.metrics["loops"]
+    assert (loop["first_index"], loop["steps"]) == (0, 6)  # steps 6, 7, 8 stay as they were
+    assert sum(n.op_type == "Tanh" for n in rolled.graph.node) == 3
+    x = np.random.default_rng(2).uniform(-1, 1, (32, 9, 4)).astype(np.float32)
+    assert bit_identical(flimcc.execute(rolled, {"x": x}), flimcc.execute(model, {"x": x}))
+
+
+def test_nothing_to_roll_leaves_the_graph_unchanged():
+    model = flimcc.load(mlp())
+    rolling = RollLoop()
+    rolled = model.transform(rolling, cleanup=False)
+    assert rolled.model == model.model
+    assert rolling.metrics["loops"] == []
+
+
+def test_strict_names_the_recurrence_it_cannot_roll():
+    model = flimcc.load(unrolled_rnn(steps=5))
+    with pytest.raises(UnsupportedError, match=r"roll-loop: recurrence from node 't0/gather': only 5 step"):
+        model.transform(RollLoop(min_steps=6, strict=True))
+    lenient = RollLoop(min_steps=6)
+    assert lenient.apply(flimcc.load(unrolled_rnn(steps=5)))[0] is not None and lenient.metrics["not_rolled"]
+
+
+def test_brevitas_student_rolls_and_lowers_bit_exactly(tmp_path):
+    """The QAT student exported by Brevitas (QONNX, an unrolled DAG; see
+    test_lower_brevitas) rolls into an encoder and a decoder Scan, and the integer
+    lowering after it is bit-exact stage by stage against qonnx's execution of the export."""
+    torch = pytest.importorskip("torch")
+    from flimcc.analysis import integer_violations
+    from flimcc.models.export import export_qonnx
+    from flimcc.models.fli_data import SimConfig, simulate
+    from flimcc.models.quant_gru import QuantSeq2SeqLite
+    from test_lower_brevitas import STEPS
+
+    torch.manual_seed(8)
+    student = QuantSeq2SeqLite(bits=8).eval()
+    model = flimcc.load(export_qonnx(student, tmp_path / "student.onnx", steps=STEPS))
+    x = simulate(300, SimConfig(n_gates=STEPS, gate_width=0.5, irf_center=2.0), seed=5).x.astype(np.float32)
+    out, report = Pipeline.parse("roll-loop,fold-weights,streamline").run(model, inputs={"x": x})
+    assert all(s.verdict == "ok" and s.vs_previous.bit_exact for s in report.stages[1:])
+    rolled = report.stages[1]
+    assert rolled.nodes_before > 19 * STEPS * 2 and rolled.nodes_after < 40
+    assert [loop["steps"] for loop in rolled.metrics["loops"]] == [STEPS, STEPS]
+    assert integer_violations(out) == []
+    assert len(scans(out)) == 2
+    # fold-weights found the recurrent weights' quantizers in the bodies: integer weights
+    assert report.stages[2].metrics["integer_weights"] == 4
+    assert all("MultiThreshold" in {n.op_type for n in body(s).node} for s in scans(out))
+
+
+def test_zoo_student_rolls_from_5000_nodes(capsys):
+    """The zoo's 8-bit student (T = 135): ~5,000 nodes roll into two Scans in well under a
+    second, bit-identical to the DAG on 32 simulated decays. The DAG is executed from a
+    copy without value_info: flimcc's node-by-node executor looks up each output's declared
+    type by a scan of value_info (quadratic at this size: ~1 min); without it the types are
+    inferred, the same nodes run on the same values, and the outputs are the same."""
+    from flimcc.models import zoo
+    from flimcc.models.fli_data import simulate
+
+    path = zoo.path("seq2seqlite-int8")
+    model = flimcc.load(path)
+    rolling = RollLoop()
+    t0 = time.perf_counter()
+    rolled = model.transform(rolling)
+    seconds = time.perf_counter() - t0
+    with capsys.disabled():
+        print(f"\nroll-loop on {path.name}: {len(model.graph.node)} -> {len(rolled.graph.node)} nodes "
+              f"in {seconds:.2f} s (transform with qonnx cleanup included)")
+    assert len(model.graph.node) > 4500 and len(rolled.graph.node) < 200
+    assert [loop["steps"] for loop in rolling.metrics["loops"]] == [135, 135]
+    assert len(scans(rolled)) == 2
+    dag = flimcc.load(path)
+    del dag.graph.value_info[:]
+    x = simulate(32).x.astype(np.float32)
+    assert bit_identical(flimcc.execute(rolled, {"x": x}), flimcc.execute(dag, {"x": x}))
