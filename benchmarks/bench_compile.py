@@ -61,7 +61,11 @@ def setfolding_best(lowered, target, headroom: float, clock: float) -> dict | No
 
     budget = target.budget(headroom)
     best = None
-    sweep = [(t, d) for t in (4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536) for d in THRESHOLD_PLACEMENTS]
+    from flimcc.passes.batch_pixels import set_pixels
+
+    # one pixel per frame, as fold searches (FINN's cycles then are per pixel)
+    lowered = set_pixels(ModelWrapper(copy.deepcopy(lowered.model)), 1, auto=True)
+    sweep = [(4 ** k, d) for k in range(1, 13) for d in THRESHOLD_PLACEMENTS]
     for tgt, depth in sweep:  # the same threshold placements fold tries
         m = ModelWrapper(copy.deepcopy(lowered.model))
         with quiet_finn():

@@ -187,15 +187,20 @@ def _node_reads(node: onnx.NodeProto) -> list[str]:
     return reads
 
 
-def _run_custom_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+def _instance(node: onnx.NodeProto):
+    """qonnx's op instance of a custom node, or a one-line error naming it."""
     from qonnx.custom_op.registry import getCustomOp
 
     try:
-        inst = getCustomOp(node)
+        return getCustomOp(node)
     except Exception as e:  # noqa: BLE001 - qonnx raises bare Exceptions for unknown ops
         raise UnsupportedError(
             f"node '{node.name}': no executor for op {node.domain}.{node.op_type} ({str(e).splitlines()[0]})"
         ) from None
+
+
+def _run_custom_node(node: onnx.NodeProto, context: dict, model: ModelWrapper) -> None:
+    inst = _instance(node)
     _preallocate_outputs(node, context, model)
     python_model(inst)(context, model.graph)
 
@@ -276,15 +281,7 @@ def prepare_nodes(model: ModelWrapper) -> list[Callable[[dict], None]]:
 
 
 def _prepared_custom(node: onnx.NodeProto, model: ModelWrapper) -> Callable[[dict], None]:
-    from qonnx.custom_op.registry import getCustomOp
-
-    try:
-        inst = getCustomOp(node)
-    except Exception as e:  # noqa: BLE001 - qonnx raises bare Exceptions for unknown ops
-        raise UnsupportedError(
-            f"node '{node.name}': no executor for op {node.domain}.{node.op_type} ({str(e).splitlines()[0]})"
-        ) from None
-    run = python_model(inst)
+    run = python_model(_instance(node))
     shapes: dict[str, list[int]] = {}
 
     def step(context: dict) -> None:

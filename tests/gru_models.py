@@ -33,6 +33,20 @@ ACTIVATIONS = {
 }
 
 
+def gru_step(xt, h, W, R, B, linear_before_reset, f, g):
+    """One step of the ONNX GRU equations (float64): z, r, candidate, new state."""
+    Wz, Wr, Wh = np.split(np.asarray(W, np.float64), 3)
+    Rz, Rr, Rh = np.split(np.asarray(R, np.float64), 3)
+    Wbz, Wbr, Wbh, Rbz, Rbr, Rbh = np.split(np.asarray(B, np.float64), 6)
+    z = f(xt @ Wz.T + h @ Rz.T + Wbz + Rbz)
+    r = f(xt @ Wr.T + h @ Rr.T + Wbr + Rbr)
+    if linear_before_reset:
+        cand = g(xt @ Wh.T + r * (h @ Rh.T + Rbh) + Wbh)
+    else:
+        cand = g(xt @ Wh.T + (r * h) @ Rh.T + Rbh + Wbh)
+    return (1 - z) * cand + z * h
+
+
 def reference_gru(x, w, r, b=None, sequence_lens=None, initial_h=None, *, direction="forward", layout=0,
                   linear_before_reset=0, clip=None, activations=None):
     """Y, Y_h of an ONNX GRU. `activations` is a list of (name, alpha, beta), f and g per
@@ -58,21 +72,11 @@ def reference_gru(x, w, r, b=None, sequence_lens=None, initial_h=None, *, direct
         (fn, fa, fb), (gn, ga, gb) = acts[2 * d], acts[2 * d + 1]
         f = lambda v: ACTIVATIONS[fn](clip_fn(v), fa, fb)  # noqa: E731
         g = lambda v: ACTIVATIONS[gn](clip_fn(v), ga, gb)  # noqa: E731
-        wz, wr, wh = np.split(np.asarray(w[d], np.float64), 3)
-        rz, rr, rh = np.split(np.asarray(r[d], np.float64), 3)
-        wbz, wbr, wbh, rbz, rbr, rbh = np.split(b[d], 6)
         for n in range(batch):
             h = h0[d, n].copy()
             order = range(lens[n] - 1, -1, -1) if reverse else range(lens[n])
             for t in order:
-                xt = x[t, n]
-                z = f(xt @ wz.T + h @ rz.T + wbz + rbz)
-                rt = f(xt @ wr.T + h @ rr.T + wbr + rbr)
-                if linear_before_reset:
-                    cand = g(xt @ wh.T + rt * (h @ rh.T + rbh) + wbh)
-                else:
-                    cand = g(xt @ wh.T + (rt * h) @ rh.T + rbh + wbh)
-                h = (1 - z) * cand + z * h
+                h = gru_step(x[t, n], h, w[d], r[d], b[d], linear_before_reset, f, g)
                 y[t, d, n] = h
             y_h[d, n] = h
     if layout:

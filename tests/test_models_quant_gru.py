@@ -10,6 +10,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from flimcc.models.quant_gru import HardSigmoid, QuantGRU, QuantSeq2SeqLite
+from gru_models import gru_step
 
 SIGMOIDS = {"logistic": lambda v: 1 / (1 + np.exp(-v)), "hard": lambda v: np.clip(0.5 * v + 0.5, 0, 1)}
 TANHS = {"tanh": np.tanh, "hard": lambda v: np.clip(v, -1, 1)}
@@ -17,20 +18,10 @@ TANHS = {"tanh": np.tanh, "hard": lambda v: np.clip(v, -1, 1)}
 
 def onnx_gru_reference(x, W, R, B, h0, linear_before_reset, f, g=np.tanh):
     """The ONNX GRU operator's equations in float64, batch-first x (N, T, I)."""
-    x, W, R, B, h = (np.asarray(a, np.float64) for a in (x, W, R, B, h0))
-    Wz, Wr, Wh = np.split(W, 3)
-    Rz, Rr, Rh = np.split(R, 3)
-    Wbz, Wbr, Wbh, Rbz, Rbr, Rbh = np.split(B, 6)
+    x, h = np.asarray(x, np.float64), np.asarray(h0, np.float64)
     states = []
     for t in range(x.shape[1]):
-        xt = x[:, t]
-        z = f(xt @ Wz.T + h @ Rz.T + Wbz + Rbz)
-        r = f(xt @ Wr.T + h @ Rr.T + Wbr + Rbr)
-        if linear_before_reset:
-            cand = g(xt @ Wh.T + r * (h @ Rh.T + Rbh) + Wbh)
-        else:
-            cand = g(xt @ Wh.T + (r * h) @ Rh.T + Rbh + Wbh)
-        h = (1 - z) * cand + z * h
+        h = gru_step(x[:, t], h, W, R, B, linear_before_reset, f, g)
         states.append(h)
     return np.stack(states, axis=1)
 
