@@ -163,7 +163,7 @@ class Fold(Pass):
                 cost.place_threshold_memories(trial, depth)
                 if multipliers == "lut":
                     cost.lut_multipliers(trial)
-                result = self._search(trial, target.fpga_part, budget, clock, auto)
+                result = self._planned_search(trial, target.fpga_part, budget, clock, auto)
                 if result is not None:
                     results.append((result["perf"]["pixels_per_second"], -len(results), (multipliers, depth), result))
         if not results:
@@ -189,6 +189,25 @@ class Fold(Pass):
             **{f"{k.lower()}_used": round(used[k]) for k in cost.RESOURCES},
         }
         return model, False
+
+    def _planned_search(self, model: ModelWrapper, part: str, budget: dict, clock: float, auto: bool) -> dict | None:
+        """The search, made to leave room for the FIFOs plan-memory will add to the loops
+        (their depths depend on the folding): if the planned design overflows, search
+        again with that resource's budget lowered by the overflow."""
+        start = ModelWrapper(copy.deepcopy(model.model))
+        limit = dict(budget)
+        for _ in range(8):
+            result = self._search(ModelWrapper(copy.deepcopy(start.model)), part, limit, clock, auto)
+            if result is None:
+                return None
+            used = cost.planned_resources(result["model"], part, result["p"])
+            over = {k: used[k] - budget[k] for k in cost.RESOURCES if used[k] > budget[k] + 1e-9}
+            if not over:
+                result["used"] = used
+                return result
+            for k, excess in over.items():
+                limit[k] = limit[k] - excess - 1
+        return None
 
     def _search(self, model: ModelWrapper, part: str, budget: dict, clock: float, auto: bool) -> dict | None:
         """The greedy move sequence for one memory placement; None if nothing fits."""

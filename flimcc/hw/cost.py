@@ -268,3 +268,18 @@ def lut_multipliers(model: ModelWrapper) -> int:
         convert(body)
         loop.set_nodeattr("body", body.model.graph)
     return changed
+
+
+def planned_resources(model: ModelWrapper, fpgapart: str, p: int) -> dict[str, float]:
+    """Resources once plan-memory has put its FIFOs into the loop bodies (on a copy)."""
+    import copy as _copy
+
+    from flimcc.passes.plan_memory import insert_loop_fifos
+
+    planned = ModelWrapper(_copy.deepcopy(model.model))
+    for _, inst in loop_nodes(planned):
+        body = inst.body()
+        if not any(n.op_type.startswith("StreamingFIFO") for n in body.graph.node):
+            insert_loop_fifos(body, inst.get_nodeattr("num_state"), p)
+            inst.set_nodeattr("body", body.model.graph)
+    return total_resources(planned, fpgapart, p)
