@@ -6,54 +6,69 @@ loop) write every step out: ~19 nodes per step and layer, ~5,000 nodes at T = 13
 transformations are quadratic on such graphs, and the hardware lowering wants a loop. This
 pass finds the repetition and writes the loop back, exactly.
 
-How it finds the steps (linear time, dictionaries of producers and consumers built once):
+How it finds the steps (linear time apart from sorting: dictionaries of producers and
+consumers built once, no qonnx transformation on the large graph):
 
-1. Time-indexed reads are the seeds: `Gather(X, k)` with a constant index k (a scalar, or
-   a one-element vector that keeps the axis). Gathers of the same X along the same axis
-   form a family; the read of step k maps to the read of step k + 1.
-2. The shift map: in topological order, a node whose inputs include a mapped tensor maps
-   to the unique consumer of that tensor's image (same input position) with the same
-   signature (op type, domain, attributes) whose inputs are the images of the mapped
-   inputs and whose constant initializer inputs hold equal values. The maps' orbits
-   (n, shift(n), shift(shift(n)), ...) are the roles of one step; orbits joined by data
-   edges form a recurrence (the encoder and the decoder are two).
-3. The step boundary: each node gets the step of its latest time-indexed input (ASAP). A
-   node that works on the carried state alone (the recurrent matrix product h @ R) then
-   belongs to the step before; it is moved to the step that consumes it when that lowers
-   the number of carried tensors (a retiming), so the state is the hidden state itself.
-4. A template (one step, with each input classified as: produced in the step, carried
-   from the step before, a constant, a time-indexed read, or a tensor from outside that
-   every step reads) is taken in the middle of the recurrence and matched against every
-   step, outwards, edge by edge. The first step may read its initial state from equal-
-   valued constants (the export's zeros) or any tensor computed before the loop; a node of
-   the first step that the shift map cannot reach (h0 @ R on the constant zero state) is
-   found through its consumer. Matching stops at the first step that differs.
+1. Time-indexed reads are the seeds: `Gather(X, k)` with a constant index k (a scalar, or a
+   one-element vector that keeps the axis). A Split of X into size-1 parts and a one-element
+   Slice read the same values and are first rewritten into such Gathers (given back when
+   nothing rolls). Gathers of the same X along the same axis form a family; the read of
+   index k maps to the read of index k + 1.
+2. The shift map: in topological order, a node whose inputs include a mapped tensor maps to
+   the unique consumer of that tensor's image (same input position) with the same signature
+   (domain, op type, attributes, arity) whose inputs are the images of the mapped inputs and
+   whose initializer inputs hold equal values. Then backwards, into the work before the
+   loop: where a mapped pair reads, at the same input, two unmapped nodes of one signature
+   (h0 @ R on the initial state, h_0 @ R), those map too. The orbits (n, shift(n), ...) are
+   the roles of a step; orbits joined by data edges form a recurrence (the encoder and the
+   decoder are two: the edge from the encoder's last step into the decoder's initial state
+   does not join them, as the map does not send that last step on).
+3. The step boundary: each role gets the step of its latest time-indexed input (ASAP). Work
+   on the carried state alone (the recurrent product h @ R) then sits in the step before
+   the one that reads it; it moves there (a retiming) when that lowers the number of carried
+   tensors, or keeps it and the role has no instance in the last step (h_{T-1} @ R is never
+   computed). The state is then the hidden state itself.
+4. A template (one step, each input classified as produced in the step, carried from the
+   step before, a constant, a time-indexed read, or a tensor from outside that every step
+   reads) is taken in the middle of the recurrence and matched against every step, outwards,
+   edge by edge. The first step may read its initial state from equal-valued constants (the
+   export's three zero tensors) or any tensor computed before the loop; a node of a step
+   that the map missed is found through the step node that reads it. Matching stops at the
+   first step that differs; at least one tensor must be carried from step to step.
 
 What it writes: one `Scan` per recurrence; inputs = initial states, then the time-indexed
-sources moved so that time is axis 0 (Transpose, Unsqueeze for kept axes, Slice for a
-partial range: data movement only); outputs = final states (named as the last step's
-tensors, so their readers need no change), then stacked per-step tensors that the graph
-reads later. A Concat of every step's Unsqueeze(y_k) along the unsqueezed axis becomes a
-Transpose of the stacked y; any other read of step k's tensor becomes Gather(stacked, k).
-The body holds one step: constants are copied in as body initializers; a constant that the
-steps compute (a weight's Quant, then Transpose / Split) is copied in too, with the data
-movement applied to the float weight before a copy of its Quant when the quantizer is per
-tensor (elementwise, so exact), so the body holds `Quant(initializer) -> MatMul`, the form
-`fold-weights` lowers to integer weights (as after `unroll-gru,quantize`).
+sources moved so that time is axis 0 (Transpose; Unsqueeze where the read kept the axis;
+Slice for a partial range: data movement only); outputs = final states (named as the last
+step's tensors, so their readers need no change), then the stacked per-step tensors that
+the graph reads after the loop. A run of a Concat's inputs that holds every step's
+Unsqueeze(y_k) along the concatenated axis becomes a Transpose of the stacked y (a Concat
+of the steps' own tensors a Transpose and Reshape); any other read of step k's tensor
+becomes Gather(stacked, k). The body holds one step: constants are copied in as body
+initializers (one copy per reading node); a constant that the steps compute (a weight's
+Quant, then Transpose / Split) is computed in the body too, with the data movement applied
+to the float weight before a copy of its Quant when the quantizer is per tensor (elementwise,
+so exact), so the body holds `Quant(initializer) -> MatMul`, the form `fold-weights` lowers
+to integer weights (as after `unroll-gru,quantize`); other constant computations are copied
+as they are. A Split into equal parts is written without its sizes input (the same
+operation; `streamline` keeps only the numeric constants of a Scan body).
 
 Contract `exact`: the body runs the same operations on the same operands in the same order
-as each unrolled step did (the same shapes, the initial state as the first step read it),
-so outputs are bit-identical. Nothing that does not match is rolled: a recurrence that
-does not verify is left as it is (listed in the metrics, or an `UnsupportedError` naming
-the node with `strict=true`); a graph with nothing to roll is returned unchanged.
+and shapes as each unrolled step did, the first step included (its initial state is the
+tensor that step read), so the outputs are bit-identical. One exception keeps this true for
+onnxruntime: it holds a Scan's state to the initial state's shape, so where the body is
+standard ONNX (onnxruntime runs it) and an initial state is a constant that the first step
+broadcast over the batch, that step stays unrolled and the loop starts from its output.
+What does not match is not rolled: a recurrence that does not verify stays as it is (the
+reason is in the metrics, or an `UnsupportedError` names the node with `strict=true`); a
+graph with nothing to roll comes back unchanged.
 
-Limits: time reads must be constant-index Gathers (Split / Slice over time are not seeds);
-steps must follow increasing indices, each one step apart; state is carried one step (a
-node reading a tensor from two steps back stops the match); a recurrence needs three steps
-whose roles all repeat (K = 2 rolls only when no step begins with work on the state
-alone); nodes with subgraphs are never part of a step; only the main graph is searched.
+Limits: time reads must go forward, one index per step (a recurrence that runs from the
+last index to the first is left unrolled); a step reads only its own tensors and those of
+the step before (after the retiming); constants that differ per step (other than the time
+index) stop the match; nodes with subgraphs are never part of a step; only the main graph
+is searched; a tensor that every step reads but that is not constant is carried through
+the loop as an extra state.
 """
-
 from __future__ import annotations
 
 import collections
@@ -79,6 +94,11 @@ _WEIGHT_QUANTS = ("Quant", "IntQuant")
 
 class _NoMatch(Exception):
     """A step, or a recurrence, that does not match: the message names the node."""
+
+
+class _NotRecurrence(_NoMatch):
+    """Steps alike, but nothing carried from one to the next (reads of a shape's dims, a
+    per-step map): nothing to roll, and nothing to report."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,6 +166,11 @@ class _Index:
                     self.cons[t].append((i, -1))
         self.sig = [self._signature(n) for n in self.nodes]
         self._keys: dict[str, tuple] = {}
+        self.literals: dict[str, onnx.TensorProto] = dict(self.inits)  # initializers, Constant nodes
+        for n in self.nodes:
+            value = _attr(n, "value") if n.op_type == "Constant" and n.domain in ONNX_DOMAINS else None
+            if isinstance(value, onnx.TensorProto) and n.output and n.output[0]:
+                self.literals[n.output[0]] = value
         self.const: set[str] = set(self.inits)
 
     @staticmethod
@@ -166,14 +191,14 @@ class _Index:
     def value_key(self, name: str) -> tuple:
         key = self._keys.get(name)
         if key is None:
-            t = self.inits[name]
-            data = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
-            key = self._keys[name] = (t.data_type, tuple(t.dims), bytes(data))
+            t = self.literals[name]
+            data = numpy_helper.to_array(t)
+            key = self._keys[name] = (t.data_type, tuple(t.dims), data.tobytes())
         return key
 
     def same_const(self, a: str, b: str) -> bool:
-        """The same tensor, or two initializers holding the same values."""
-        return a == b or (a in self.inits and b in self.inits and self.value_key(a) == self.value_key(b))
+        """The same tensor, or two literals (initializers, Constant nodes) of equal value."""
+        return a == b or (a in self.literals and b in self.literals and self.value_key(a) == self.value_key(b))
 
     def shape(self, name: str) -> list | None:
         """The static shape (None for an unknown dim), or None if the rank is unknown."""
@@ -202,7 +227,7 @@ class _Index:
 def _seeds(ix: _Index) -> tuple[dict[tuple, dict[int, int]], dict[int, tuple]]:
     """Families of constant-index Gathers: (source, axis, keeps axis) -> {index: node}."""
     families: dict[tuple, dict[int, int]] = collections.defaultdict(dict)
-    duplicated: set[tuple] = set()
+    duplicated: dict[tuple, list[int]] = {}
     for i, n in enumerate(ix.nodes):
         if n.op_type != "Gather" or n.domain not in ONNX_DOMAINS or len(n.input) != 2:
             continue
@@ -226,13 +251,25 @@ def _seeds(ix: _Index) -> tuple[dict[tuple, dict[int, int]], dict[int, tuple]]:
             k += shape[axis]
         key = (n.input[0], axis, keep)
         if k in families[key]:
-            duplicated.add((key, k))
+            duplicated.setdefault((key, k), [families[key][k]]).append(i)
         else:
             families[key][k] = i
-    for key, k in duplicated:
-        families[key].pop(k, None)
+    # Two reads of one index (unroll-gru's zero state reads x[0] to shape it): the one
+    # whose readers look like the neighbouring index's readers is the step's.
+    for (key, k), candidates in duplicated.items():
+        members = families[key]
+        like = [_reader_kinds(ix, members[j]) for j in (k - 1, k + 1) if j in members]
+        chosen = [c for c in candidates if _reader_kinds(ix, c) in like]
+        if len(chosen) == 1:
+            members[k] = chosen[0]
+        else:
+            members.pop(k)
     seed_of = {i: (key, k) for key, members in families.items() for k, i in members.items()}
     return families, seed_of
+
+
+def _reader_kinds(ix: _Index, node: int) -> list:
+    return sorted((repr(ix.sig[c]), pos) for t in ix.nodes[node].output for c, pos in ix.cons.get(t, ()))
 
 
 def _time_slices(graph: onnx.GraphProto, opset: int) -> bool:
@@ -257,6 +294,7 @@ def _time_slices(graph: onnx.GraphProto, opset: int) -> bool:
         d = shape.dim[axis % rank]
         return rank, d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
 
+    taken = _all_names(graph)
     new_nodes, new_inits, changed = [], [], False
     for node in graph.node:
         reads = None  # [(output, index, axis)]
@@ -276,19 +314,20 @@ def _time_slices(graph: onnx.GraphProto, opset: int) -> bool:
             starts, ends = values[0], values[1]
             axes = values[2] if len(values) > 2 else np.array([0])
             steps = values[3] if len(values) > 3 else np.array([1])
-            if all(v is not None and v.size == 1 for v in (starts, ends, axes, steps)) and int(steps.reshape(-1)[0]) == 1:
+            one = all(v is not None and v.size == 1 for v in (starts, ends, axes, steps))
+            if one and int(steps.reshape(-1)[0]) == 1:
                 rank, size = dim(node.input[0], int(axes.reshape(-1)[0]))
                 k, end = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
-                if rank is not None and size is not None:
+                if size is not None:  # (Slice clamps an index past the end; Gather would fail)
                     k, end = (k + size if k < 0 else k), (end + size if end < 0 else end)
-                if rank is not None and 0 <= k and end == k + 1 and (size is None or end <= size):
-                    reads = [(node.output[0], k, int(axes.reshape(-1)[0]) % rank)]
+                    if 0 <= k and end == k + 1 <= size:
+                        reads = [(node.output[0], k, int(axes.reshape(-1)[0]) % rank)]
         if reads is None:
             new_nodes.append(node)
             continue
         changed = True
         for out, k, axis in reads:
-            index = f"{out}/time_index"
+            index = _Names(taken)(f"{out}/time_index")
             new_inits.append(numpy_helper.from_array(np.array([k], np.int64), index))
             new_nodes.append(helper.make_node("Gather", [node.input[0], index], [out], name=f"{node.name}/{k}",
                                               axis=axis))
@@ -334,7 +373,7 @@ def _shift_map(ix: _Index, families: dict, seed_of: dict) -> dict[int, int]:
                     ok = u == shifted[j]
                 elif bool(t) != bool(u):
                     ok = False
-                elif t in ix.inits and u in ix.inits:
+                elif t in ix.literals and u in ix.literals:
                     ok = ix.same_const(t, u)
                 if not ok:
                     break
@@ -345,7 +384,36 @@ def _shift_map(ix: _Index, families: dict, seed_of: dict) -> dict[int, int]:
         if len(found) == 1:
             sigma[i] = found[0]
             image.add(found[0])
+    # Backwards, into the work before the loop: where n reads from outside the map and
+    # shift(n) reads, at the same input, a node of the same signature, that producer pair
+    # is one more step of a role (h0 @ R on the initial state, then h_0 @ R). Only nodes
+    # that no orbit holds yet: the map never reaches across an initial state into the
+    # recurrence before. This lets a role with a single instance inside the loop (K = 2)
+    # still be found.
+    work = list(sigma.items())
+    while work:
+        i, c = work.pop()
+        n, d = ix.nodes[i], ix.nodes[c]
+        for t, u in zip(n.input, d.input):
+            p, q = ix.prod.get(t), ix.prod.get(u)
+            if p is None or q is None or p[1] != q[1]:
+                continue
+            a, b = p[0], q[0]
+            if a == b or a in sigma or a in image or b in image or a in seed_of or ix.sig[a] is None \
+                    or ix.sig[a] != ix.sig[b] or not _same_constants(ix, ix.nodes[a], ix.nodes[b]):
+                continue
+            sigma[a] = b
+            image.add(b)
+            work.append((a, b))
     return sigma
+
+
+def _same_constants(ix: _Index, n: onnx.NodeProto, d: onnx.NodeProto) -> bool:
+    """Inputs present in both or neither; initializer inputs equal in value."""
+    for t, u in zip(n.input, d.input):
+        if bool(t) != bool(u) or (t in ix.literals and u in ix.literals and not ix.same_const(t, u)):
+            return False
+    return True
 
 
 class _Orbits:
@@ -357,19 +425,27 @@ class _Orbits:
         self.of: dict[int, int] = {}  # node -> orbit
         self.step: dict[int, int] = {}
         self.seed: list[tuple | None] = []  # orbit -> its seed family, or None
+        # ASAP: a time-indexed read is at its index; a node the map reaches at the step of
+        # its latest input that has a step (nodes are in topological order)
+        # (only inputs whose producer the map sends on count: the last step of an earlier
+        # recurrence, which feeds this one's initial state, does not)
+        asap: dict[int, int] = {}
+        for i in sorted(set(sigma) | image):
+            if i in seed_of:
+                asap[i] = seed_of[i][1]
+                continue
+            steps = [asap[ix.prod[t][0]] for t in ix.nodes[i].input
+                     if t in ix.prod and ix.prod[t][0] in sigma and ix.prod[t][0] in asap]
+            if steps:
+                asap[i] = max(steps)
         for start in sorted(i for i in sigma if i not in image):
             chain = [start]
             while chain[-1] in sigma:
                 chain.append(sigma[chain[-1]])
-            n0 = ix.nodes[start]
-            if start in seed_of:
-                base = seed_of[start][1]
-            else:
-                steps = [self.step[ix.prod[t][0]] for t in n0.input
-                         if t in ix.prod and ix.prod[t][0] in sigma and ix.prod[t][0] in self.step]
-                if not steps:
-                    continue
-                base = max(steps)
+            anchor = next((j for j, node in enumerate(chain) if node in asap), None)
+            if anchor is None:
+                continue
+            base = asap[chain[anchor]] - anchor
             oid = len(self.members)
             self.members.append({base + j: node for j, node in enumerate(chain)})
             self.seed.append(seed_of[start][0] if start in seed_of else None)
@@ -416,7 +492,7 @@ class _Template:
         self.at = {oid: node for oid, node in at.items() if node is not None}
         role = {node: oid for oid, node in self.at.items()}
         before = {}
-        for oid in comp:
+        for oid in self.at:
             node = orbits.member(oid, ref - 1 - lag[oid])
             if node is not None:
                 before[node] = oid
@@ -455,9 +531,14 @@ class _Template:
 
 
 def _retime(ix: _Index, orbits: _Orbits, comp: list[int], ref: int) -> _Template:
-    """Move state-only work (h @ R) into the step that consumes it while that lowers the
-    number of carried tensors (see the module docstring)."""
-    lag = {oid: 0 for oid in comp}
+    """Move state-only work (h @ R) into the step that consumes it: a node whose outputs
+    only the next step reads moves there when that lowers the number of carried tensors,
+    or keeps it and the node's role has no instance in the last step (h_{T-1} @ R is never
+    computed: the role belongs to the step after)."""
+    # a role without an instance at the reference step but with one just before is work
+    # of the step before that this step consumes (at K = 2, h_0 @ R is the only instance)
+    lag = {oid: int(orbits.member(oid, ref) is None and orbits.member(oid, ref - 1) is not None) for oid in comp}
+    seed_end = max(max(orbits.members[o]) for o in comp if orbits.seed[o] is not None)
     for _ in range(len(comp)):
         tmpl = _Template(ix, orbits, comp, ref, lag)
         state_set = set(tmpl.states)
@@ -473,7 +554,7 @@ def _retime(ix: _Index, orbits: _Orbits, comp: list[int], ref: int) -> _Template
             if not carried or not _only_read_next_step(ix, orbits, tmpl, oid, node):
                 continue
             newly = {(k[1], k[2]) for k in ins if k[0] == "int"} - state_set
-            if len(newly) < len(carried):
+            if len(newly) < len(carried) or (len(newly) == len(carried) and max(orbits.members[oid]) < seed_end):
                 lag[oid] += 1
                 moved = True
                 break
@@ -575,6 +656,8 @@ def _match(ix: _Index, orbits: _Orbits, comp: list[int], used: set[int]) -> _Cha
     steps = sorted({s for oid in seeds for s in orbits.members[oid]})
     ref = steps[len(steps) // 2]
     tmpl = _retime(ix, orbits, comp, ref)
+    if not tmpl.states:
+        raise _NotRecurrence("no tensor is carried from one step to the next")
     locs: dict[int, dict[int, int]] = {}
 
     def located(s: int) -> dict[int, int] | None:
@@ -612,11 +695,38 @@ def _match(ix: _Index, orbits: _Orbits, comp: list[int], used: set[int]) -> _Cha
             lo += 1
     else:
         raise error or _NoMatch("no first step")
+    if lo < hi and any(t in ix.const for t in inits.values()) and _standard_body(ix, tmpl):
+        # onnxruntime runs a standard body and holds every step's state to the initial
+        # state's shape: a constant (batch-1) state that the first step broadcasts would
+        # break re-batched runs. That step stays unrolled; the loop starts from its output.
+        lo += 1
+        inits = _verify(ix, tmpl, locs[lo], None, lo)
     kept = {s: locs[s] for s in range(lo, hi + 1)}
     taken = [i for loc in kept.values() for i in loc.values()]
     if len(set(taken)) != len(taken):
         raise _NoMatch("steps share nodes")
     return _Chain(tmpl, lo, hi, kept, inits)
+
+
+def _standard_body(ix: _Index, tmpl: _Template) -> bool:
+    """Whether the body would hold standard ops only (onnxruntime runs it)."""
+    seen: set[str] = set()
+
+    def standard(name: str) -> bool:
+        if name in seen or name not in ix.prod:
+            return True
+        seen.add(name)
+        node = ix.nodes[ix.prod[name][0]]
+        return node.domain in ONNX_DOMAINS and all(standard(t) for t in node.input if t)
+
+    for oid in tmpl.order:
+        if oid in tmpl.seeds:
+            continue
+        if ix.nodes[tmpl.at[oid]].domain not in ONNX_DOMAINS:
+            return False
+        if not all(standard(k[1]) for k in tmpl.inputs[oid] if k[0] == "const"):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -659,9 +769,8 @@ def _loop_prefix(names: list[str]) -> str:
 
 
 def _value_info(name: str, elem: int, shape: list | None) -> onnx.ValueInfoProto:
-    if shape is None:
-        return helper.make_tensor_value_info(name, elem, None)
-    return helper.make_tensor_value_info(name, elem, [d if d is not None else None for d in shape])
+    """A typed ValueInfo; None for an unknown shape or dimension."""
+    return helper.make_tensor_value_info(name, elem, shape)
 
 
 class _Writer:
@@ -677,7 +786,8 @@ class _Writer:
         self.first = chain.locs[chain.lo]
         self.last = chain.locs[chain.hi]
         self.ref = chain.locs[self.tmpl.ref] if self.tmpl.ref in chain.locs else self.first
-        members = [ix.nodes[i].name for i in self.first.values()]
+        # the names all steps share: `/encoder/Add`, `/encoder/Add_7` -> `/encoder`
+        members = [ix.nodes[i].name for i in [*self.first.values(), *self.last.values()]]
         self.base = _loop_prefix(members)
         self.loop = names(f"{self.base}/loop" if self.base else "loop")
         self.body_nodes: list[onnx.NodeProto] = []
@@ -701,10 +811,12 @@ class _Writer:
         """The tensor of role (oid, port) in the reference step (for types and shapes)."""
         return self.ix.nodes[self.ref[oid]].output[port]
 
-    def declare(self, name: str, like: str, shape_prefix: list | None = None) -> onnx.ValueInfoProto:
+    def declare(self, name: str, like: str) -> onnx.ValueInfoProto:
+        """A body tensor typed like `like`, axis 0 (the batch) left unknown: the body runs
+        on any batch, as unroll-gru writes it and fold-weights leaves it."""
         shape = self.ix.shape(like)
-        if shape is not None and shape_prefix is not None:
-            shape = shape_prefix + shape
+        if shape:
+            shape = [None] + shape[1:]
         vi = _value_info(name, self.ix.elem_type(like) or onnx.TensorProto.FLOAT, shape)
         if like in self.datatypes:
             self.body_annotations[name] = self.datatypes[like]
@@ -765,15 +877,14 @@ class _Writer:
 
         # body inputs: states, passed-through tensors, then time slices
         body_inputs = [self.declare(state_in[s], self.tensor_ref(*s)) for s in tmpl.states]
-        body_inputs += [_value_info(b_in, ix.elem_type(outer) or onnx.TensorProto.FLOAT, ix.shape(outer))
-                        for outer, (b_in, _) in passthrough.items()]
+        body_inputs += [self.declare(b_in, outer) for outer, (b_in, _) in passthrough.items()]
         body_inputs += [self.declare(name, self.tensor_ref(oid, 0)) for oid, name in scan_inputs]
         # body outputs: states, passed-through tensors, then per-step tensors read later
         outs: list[str] = []
 
         def output(name: str, like: str) -> str:
             if name in outs or name in [i.name for i in body_inputs]:
-                alias = self.local(name.rsplit("/", 1)[-1] + "_out")
+                alias = self.names(name + "_out")
                 self.body_nodes.append(helper.make_node("Identity", [name], [alias], name=alias))
                 self.body_vi[alias] = self.declare(alias, like)
                 name = alias
@@ -784,7 +895,7 @@ class _Writer:
             output(body_name[s], self.tensor_ref(*s))
         for outer, (_, b_out) in passthrough.items():
             outs.append(b_out)
-            self.body_vi[b_out] = _value_info(b_out, ix.elem_type(outer) or onnx.TensorProto.FLOAT, ix.shape(outer))
+            self.body_vi[b_out] = self.declare(b_out, outer)
         scan_outs = []  # (body output, how, role whose per-step values it stacks)
         for key, how in collected.items():
             if how[0] == "unsqueeze":  # stack what the Unsqueeze read
@@ -858,15 +969,16 @@ class _Writer:
                 outside: dict[int, str] = {}
                 for s, loc in chain.locs.items():
                     t = ix.nodes[loc[oid]].output[p]
-                    if not t:
-                        continue
-                    if s == chain.hi and (oid, p) in states:
-                        continue  # the Scan's final state output takes this name
-                    readers = [c for c, _ in ix.cons.get(t, ()) if c not in self.removed]
+                    readers = [c for c, _ in ix.cons.get(t, ()) if c not in self.removed] if t else []
                     if readers or t in ix.outputs:
                         outside[s] = t
-                if outside:
-                    found[(oid, p)] = self._collector(oid, p, outside) or ("gather", outside)
+                if not outside:
+                    continue
+                how = self._collector(oid, p, outside)
+                if how is None and (oid, p) in states:
+                    outside.pop(chain.hi, None)  # the Scan's final state output takes this name
+                if how is not None or outside:
+                    found[(oid, p)] = how or ("gather", outside)
         # roles whose Unsqueeze is dropped are keyed by the Unsqueeze orbit
         result = {}
         for (oid, p), how in found.items():
@@ -874,18 +986,31 @@ class _Writer:
         return result
 
     def _collector(self, oid: int, port: int, outside: dict[int, str]):
+        """("unsqueeze" | "concat", Concat node, axis, first input, last input + 1) when
+        every rolled step's tensor is read once, by one Concat, as a run of its inputs in
+        step order; None otherwise."""
         ix, chain = self.ix, self.chain
         if len(outside) != chain.steps:
             return None
         tensors = [outside[s] for s in range(chain.lo, chain.hi + 1)]
-        readers = {c for t in tensors for c, _ in ix.cons.get(t, ())}
-        if len(readers) != 1 or any(t in ix.outputs for t in tensors):
+        reads = [[(c, pos) for c, pos in ix.cons.get(t, ()) if c not in self.removed] for t in tensors]
+        if len(reads[0]) != 1:
             return None
-        concat_i = readers.pop()
+        concat_i, first = reads[0][0]
         concat = ix.nodes[concat_i]
-        if concat.op_type != "Concat" or concat.domain not in ONNX_DOMAINS or list(concat.input) != tensors:
+        if concat.op_type != "Concat" or concat.domain not in ONNX_DOMAINS:
             return None
-        if any(len(ix.cons.get(t, ())) != 1 for t in tensors):
+        carried = (oid, port) in self.tmpl.states
+        for k, (t, r) in enumerate(zip(tensors, reads)):
+            mine = [x for x in r if x[0] == concat_i]
+            # the last step's carried tensor may have other readers: they read the Scan's
+            # final state, which keeps its name
+            others_ok = carried and k == len(tensors) - 1
+            if len(mine) != 1 or (len(r) != 1 and not others_ok) or (t in ix.outputs and not others_ok):
+                return None
+        inputs = list(concat.input)
+        run = (first, first + len(tensors))
+        if inputs[run[0]:run[1]] != tensors:
             return None
         out_shape = ix.shape(concat.output[0])
         if out_shape is None:
@@ -902,14 +1027,16 @@ class _Writer:
             if axes is not None and len(axes) == 1 and int(axes[0]) % len(out_shape) == axis \
                     and src[0] in ("int", "state"):
                 self.removed.add(concat_i)
-                return ("unsqueeze", concat_i, axis)
+                return ("unsqueeze", concat_i, axis, *run)
         piece = ix.shape(tensors[0])
         if piece is None or len(piece) != len(out_shape) or any(d is None for d in piece[axis + 1:]):
             return None
         self.removed.add(concat_i)
-        return ("concat", concat_i, axis)
+        return ("concat", concat_i, axis, *run)
 
     def _unstack(self, seq: str, how: tuple, role: tuple[int, int]) -> None:
+        """Main-graph nodes that read the stacked per-step tensor `seq` where the steps' own
+        tensors were read."""
         ix = self.ix
         if how[0] == "gather":
             for s, t in how[1].items():
@@ -917,27 +1044,35 @@ class _Writer:
                 self.outer_inits.append(numpy_helper.from_array(np.array(s - self.chain.lo, np.int64), index))
                 self.outer_nodes.append(helper.make_node("Gather", [seq, index], [t], name=self.local(t), axis=0))
             return
-        concat = ix.nodes[how[1]]
-        out, axis = concat.output[0], how[2]
-        if how[0] == "unsqueeze":
-            rank = len(ix.shape(out))
-            if axis == 0:
-                self.outer_nodes.append(helper.make_node("Identity", [seq], [out], name=self.local(out)))
-            else:
-                perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, rank))
-                self.outer_nodes.append(helper.make_node("Transpose", [seq], [out], name=self.local(out), perm=perm))
-            return
-        piece = ix.shape(ix.nodes[self.ref[role[0]]].output[role[1]])
-        rank = len(piece)
-        moved = seq
-        if axis > 0:
-            moved = self.local(out + "_time_moved")
-            perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, rank + 1))
-            self.outer_nodes.append(helper.make_node("Transpose", [seq], [moved], name=moved, perm=perm))
-        shape = self.local(out + "_shape")
-        self.outer_inits.append(numpy_helper.from_array(
-            np.array([0] * axis + [-1] + [int(d) for d in piece[axis + 1:]], np.int64), shape))
-        self.outer_nodes.append(helper.make_node("Reshape", [moved, shape], [out], name=self.local(out)))
+        kind, concat_i, axis, first, stop = how
+        concat = ix.nodes[concat_i]
+        whole = first == 0 and stop == len(concat.input)
+        label = concat.output[0]
+        out = label if whole else self.local(label + "_rolled_steps")
+        if kind == "unsqueeze":  # seq stacks what each step unsqueezed: move time to `axis`
+            rank = len(ix.shape(concat.output[0]))
+            perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, rank))
+            op = "Identity" if axis == 0 else "Transpose"
+            self.outer_nodes.append(helper.make_node(op, [seq], [out], name=self.local(label),
+                                                     **({"perm": perm} if axis else {})))
+        else:  # seq stacks the pieces: move time before `axis`, then merge the two
+            piece = ix.shape(ix.nodes[self.ref[role[0]]].output[role[1]])
+            rank = len(piece)
+            moved = seq
+            if axis > 0:
+                moved = self.local(label + "_time_moved")
+                perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, rank + 1))
+                self.outer_nodes.append(helper.make_node("Transpose", [seq], [moved], name=moved, perm=perm))
+            shape = self.local(label + "_shape")
+            self.outer_inits.append(numpy_helper.from_array(
+                np.array([0] * axis + [-1] + [int(d) for d in piece[axis + 1:]], np.int64), shape))
+            self.outer_nodes.append(helper.make_node("Reshape", [moved, shape], [out], name=self.local(label)))
+        if not whole:  # the Concat keeps its other inputs, the run of steps becomes one
+            rest = onnx.NodeProto()
+            rest.CopyFrom(concat)
+            del rest.input[:]
+            rest.input.extend([*concat.input[:first], out, *concat.input[stop:]])
+            self.outer_nodes.append(rest)
 
     # -- time-indexed sources -------------------------------------------------------------
     def _time_major(self, oid: int) -> str:
@@ -945,7 +1080,10 @@ class _Writer:
         ix = self.ix
         source, axis, keep = self.orbits.seed[oid]
         shape = ix.shape(source)
-        rank = len(shape) if shape is not None else len(ix.shape(ix.nodes[self.first[oid]].output[0])) + (0 if keep else 1)
+        if shape is None:
+            rank = len(ix.shape(ix.nodes[self.first[oid]].output[0])) + (0 if keep else 1)
+        else:
+            rank = len(shape)
         elem = ix.elem_type(source) or onnx.TensorProto.FLOAT
         dims = list(shape) if shape is not None else [None] * rank
         t = source
@@ -973,7 +1111,7 @@ class _Writer:
 
     def _unsqueeze(self, x: str, axis: int, out: str) -> onnx.NodeProto:
         if self.opset >= 13:
-            axes = self.local(out + "_axes")
+            axes = self.names(out + "_axes")
             self.outer_inits.append(numpy_helper.from_array(np.array([axis], np.int64), axes))
             return helper.make_node("Unsqueeze", [x, axes], [out], name=out)
         return helper.make_node("Unsqueeze", [x], [out], name=out, axes=[axis])
@@ -982,7 +1120,7 @@ class _Writer:
         if self.opset >= 10:
             names = []
             for label, value in (("starts", start), ("ends", stop), ("axes", 0)):
-                name = self.local(f"{out}_{label}")
+                name = self.names(f"{out}_{label}")
                 self.outer_inits.append(numpy_helper.from_array(np.array([value], np.int64), name))
                 names.append(name)
             return helper.make_node("Slice", [x, *names], [out], name=out)
@@ -1079,7 +1217,7 @@ class _ConstCopies:
         del new.input[:]
         new.input.extend(inputs)
         del new.output[:]
-        for q, t in enumerate(node.output):
+        for t in node.output:
             if t and t not in self.computed:
                 self.computed[t] = self.w.local(t)
             new.output.append(self.computed[t] if t else "")
@@ -1169,6 +1307,8 @@ class RollLoop(Pass):
                 if chain.steps < self.min_steps:
                     raise _NoMatch(f"only {chain.steps} step(s) match")
                 self._check_acyclic(ix, orbits, chain)
+            except _NotRecurrence:
+                continue
             except _NoMatch as e:
                 first = ix.nodes[min(orbits.members[seeds[0]].values())]
                 why = f"recurrence from node '{first.name}': {e}"
