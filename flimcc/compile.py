@@ -52,6 +52,8 @@ def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, 
     steps = []
     if _has_gru(model):
         steps.append("unroll-gru")
+    elif not any(n.op_type == "Scan" for n in model.graph.node):
+        steps.append("roll-loop")  # an unrolled export (Brevitas QAT): back to loops
     steps.append("fold-constants")
     if not _is_quantized(model):
         steps.append(f"quantize{{bits={bits}}}")

@@ -139,12 +139,23 @@ def _free_inputs(graph: onnx.GraphProto) -> list[str]:
     return free
 
 
+_ELEM_TYPES: dict[int, tuple[onnx.GraphProto, dict[str, int]]] = {}
+
+
 def _declared(model: ModelWrapper, name: str) -> onnx.ValueInfoProto:
     """The tensor's declared element type without its shape (ORT re-infers shapes, which
     may differ in the batch axis); an untyped output where the model declares none."""
-    for vi in list(model.graph.value_info) + list(model.graph.output):
-        if vi.name == name and vi.type.tensor_type.elem_type:
-            return onnx.helper.make_tensor_value_info(name, vi.type.tensor_type.elem_type, None)
+    entry = _ELEM_TYPES.get(id(model.graph))
+    if entry is None or entry[0] is not model.graph or name not in entry[1]:
+        # one index per graph (a lookup per node scanned every ValueInfo: quadratic)
+        types = {vi.name: vi.type.tensor_type.elem_type
+                 for vi in list(model.graph.value_info) + list(model.graph.output) if vi.type.tensor_type.elem_type}
+        if len(_ELEM_TYPES) > 64:
+            _ELEM_TYPES.clear()
+        entry = _ELEM_TYPES[id(model.graph)] = (model.graph, types)
+    elem = entry[1].get(name)
+    if elem:
+        return onnx.helper.make_tensor_value_info(name, elem, None)
     return onnx.ValueInfoProto(name=name)
 
 

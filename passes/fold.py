@@ -66,6 +66,9 @@ def fold_knobs(inst) -> list[tuple[str, list[int]]]:
     knobs = []
     if "SIMD" in types and "MW" in types:
         knobs.append(("SIMD", cost.divisors(inst.get_nodeattr("MW"))))
+    elif "SIMD" in types and "ChannelsPerStream" in types:  # StreamingSplit: SIMD divides every part
+        parts = list(inst.get_nodeattr("ChannelsPerStream"))
+        knobs.append(("SIMD", [d for d in cost.divisors(min(parts)) if all(c % d == 0 for c in parts)]))
     if "PE" in types:
         if "MH" in types:
             channels = inst.get_nodeattr("MH")

@@ -186,6 +186,108 @@ def _per_channel_const(model: ModelWrapper, node: onnx.NodeProto, stream: str) -
     return all(d == 1 for d in const.shape[:-1])
 
 
+def split_products(model: ModelWrapper) -> int:
+    """A Split along the last axis of a per-channel computation, Add(MatMul(x, W), b),
+    becomes one product per part with W's columns and b's entries for that part: the same
+    sums, and no stream split in hardware (exporters project all gates at once, then split)."""
+    graph = model.graph
+    done = 0
+    for node in list(graph.node):
+        if node.op_type != "Split":
+            continue
+        rank = len(model.get_tensor_shape(node.input[0]) or [])
+        axis = _attr(node, "axis", 0)
+        if not rank or axis % rank != rank - 1:
+            continue
+        add = _producer(graph, node.input[0])
+        if add is None or add.op_type != "Add" or len(_consumers(graph, add.output[0])) != 1:
+            continue
+        mm_out, bias_name = (add.input[0], add.input[1]) if model.get_initializer(add.input[1]) is not None \
+            else (add.input[1], add.input[0])
+        bias = model.get_initializer(bias_name)
+        mm = _producer(graph, mm_out)
+        if bias is None or mm is None or mm.op_type != "MatMul" or len(_consumers(graph, mm_out)) != 1:
+            continue
+        weight = model.get_initializer(mm.input[1])
+        if weight is None or weight.ndim != 2 or bias.shape[-1] != weight.shape[1]:
+            continue
+        sizes = [model.get_tensor_shape(o)[-1] for o in node.output]
+        at = list(graph.node).index(mm)
+        start = 0
+        new_nodes = []
+        for k, (out, size) in enumerate(zip(node.output, sizes)):
+            w_k, b_k, p_k = f"{mm.input[1]}/part{k}", f"{bias_name}/part{k}", f"{mm_out}/part{k}"
+            model.set_initializer(w_k, np.ascontiguousarray(weight[:, start:start + size]))
+            model.set_initializer(b_k, np.ascontiguousarray(bias[..., start:start + size]))
+            for t in (w_k, b_k):
+                model.set_tensor_datatype(t, model.get_tensor_datatype(mm.input[1] if t == w_k else bias_name))
+            model.set_tensor_datatype(p_k, model.get_tensor_datatype(mm_out))
+            new_nodes += [helper.make_node("MatMul", [mm.input[0], w_k], [p_k], name=f"{mm.name}/part{k}"),
+                          helper.make_node("Add", [p_k, b_k], [out], name=f"{add.name}/part{k}")]
+            start += size
+        for old in (node, add, mm):
+            del graph.node[list(graph.node).index(old)]
+        for k, n in enumerate(new_nodes):
+            graph.node.insert(at + k, n)
+        done += 1
+    return done
+
+
+def hoist_transposes(model: ModelWrapper) -> int:
+    """Move a Transpose that keeps the last axis up past per-vector work (matrix products
+    and elementwise ops with per-channel constants) towards the graph input, where it stays
+    software (an exporter's batch-major projection reordered to time-major for the loop)."""
+    graph = model.graph
+    moved = 0
+    # only towards the input: what a loop computes goes to the tail (sink_transposes)
+    after_loops: set[str] = set()
+    for n in graph.node:
+        if n.op_type == "Scan" or n.domain == LOOP_DOMAIN or any(i in after_loops for i in n.input):
+            after_loops.update(n.output)
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.node):
+            if node.op_type != "Transpose" or node.input[0] in after_loops:
+                continue
+            perm = list(_attr(node, "perm"))
+            if perm[-1] != len(perm) - 1:
+                continue
+            prod = _producer(graph, node.input[0])
+            if prod is None or len(_consumers(graph, node.input[0])) != 1 \
+                    or not _per_channel_const(model, prod, prod.input[0]):
+                continue
+            # a -> U -> u -> T -> t    becomes    a -> T -> a' -> U -> t
+            a, u, t = prod.input[0], prod.output[0], node.output[0]
+            a_t = f"{a}/transposed{moved}"
+            node.input[0], node.output[0] = a, a_t
+            prod.input[0], prod.output[0] = a_t, t
+            idx_prod = list(graph.node).index(prod)
+            del graph.node[list(graph.node).index(node)]
+            graph.node.insert(idx_prod, node)
+            model.set_tensor_datatype(a_t, model.get_tensor_datatype(a))
+            for vi in list(graph.value_info):
+                if vi.name == u:
+                    graph.value_info.remove(vi)
+            moved += 1
+            changed = True
+    _merge_equal_transposes(graph)
+    return moved
+
+
+def _merge_equal_transposes(graph: onnx.GraphProto) -> None:
+    """Transposes of one tensor by one permutation compute the same: keep the first."""
+    seen: dict[tuple, str] = {}
+    for node in list(graph.node):
+        if node.op_type != "Transpose":
+            continue
+        key = (node.input[0], tuple(_attr(node, "perm")))
+        if key in seen:
+            _rename_input(graph, node.output[0], seen[key])
+        else:
+            seen[key] = node.output[0]
+
+
 def sink_transposes(model: ModelWrapper) -> int:
     """Move a Transpose that keeps the last axis past per-vector work to the graph's tail:
     the hardware streams in the loop's time-major order and software reorders at the end."""
@@ -400,6 +502,24 @@ def _integer_node(model: ModelWrapper, node: onnx.NodeProto) -> bool:
     return all(model.get_tensor_datatype(n).is_integer() for n in names)
 
 
+def _explicit_split_sizes(model: ModelWrapper) -> None:
+    """FINN's InferSplitLayer reads the split sizes from the second input; an equal split
+    may leave it out (and carry num_outputs): write the sizes the outputs have."""
+    for node in model.graph.node:
+        if node.op_type != "Split" or (len(node.input) > 1 and node.input[1]):
+            continue
+        sizes = [model.get_tensor_shape(o)[-1] for o in node.output]
+        name = f"{node.name}/sizes"
+        model.set_initializer(name, np.asarray(sizes, dtype=np.int64))
+        if len(node.input) > 1:
+            node.input[1] = name
+        else:
+            node.input.append(name)
+        keep = [a for a in node.attribute if a.name != "num_outputs"]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+
+
 def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = False) -> ModelWrapper:
     from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
     from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
@@ -408,6 +528,7 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
         InferQuantizedMatrixVectorActivation,
     )
+    from finn.transformation.fpgadataflow.convert_to_hw.split import InferSplitLayer
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
@@ -422,6 +543,8 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
         # acc-bits=16) as FINN's multiply-add Requant: 65,535 thresholds would not fit;
         # narrow ones stay thresholds, which FINN implements more cheaply
         model = model.transform(InferThresholdingLayer())
+        _explicit_split_sizes(model)
+        model = model.transform(InferSplitLayer())  # a fused gate product split into gates
         model = model.transform(InferDuplicateStreamsLayer())
         model = model.transform(MinimizeAccumulatorWidth())
         model = model.transform(SpecializeLayers(fpgapart))
@@ -700,6 +823,9 @@ class LowerFinn(Pass):
         bypassed = bypass_unit_axis_chains(model)
         remove_dead_nodes(model.graph)
         moved = sink_transposes(model)
+        split = split_products(model)
+        moved += hoist_transposes(model)
+        remove_dead_nodes(model.graph)
         model = _reinfer(model)
         lifted = lift_sequences(model)
         while True:  # a bypass can leave a dead branch that hid the next chain
@@ -723,6 +849,6 @@ class LowerFinn(Pass):
         body_count = sum(len(getCustomOp(n).get_nodeattr("body").node)
                          for n in model.graph.node if n.domain == LOOP_DOMAIN)
         self.metrics = {"recurrent_loops": loops, "finn_nodes": hw_count, "finn_nodes_in_loops": body_count,
-                        "transposes_moved": moved, "unit_axis_chains_bypassed": bypassed, "concat_slices_bypassed": unstacked,
+                        "transposes_moved": moved, "unit_axis_chains_bypassed": bypassed, "concat_slices_bypassed": unstacked, "splits_into_products": split,
                         "sequences_lifted_to_4d": lifted, "fpga_part": target.fpga_part}
         return model, False
