@@ -17,8 +17,11 @@ with a known range, and each node is rewritten to compute q:
 
 Contract `exact`: with power-of-two scales every float value of the stage before is an
 exact dyadic number, so the integer graph computes the same values bit for bit. The pass
-checks the condition it relies on (integers within float32's 24-bit exact range, integer
-scale ratios at joins) and refuses, naming the node, where it does not hold.
+checks the condition it relies on (integers within float32's 24-bit exact range) and
+refuses, naming the node, where it does not hold. A join of operands whose scales differ by
+a non-integer ratio (not power-of-two related) cannot be exact: there the coarser operand
+is rounded to the finer grid by a MultiThreshold, the pass reports each such join with its
+bound (half a step of the finer scale) and runs under the `approximate` contract.
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ class _Lowering:
     """Rewrites one graph (the top level or a Scan body); `types` holds Fixed for numeric
     tensors defined so far, `consts` the constant values visible in this scope."""
 
-    def __init__(self, graph: onnx.GraphProto, opsets, types: dict, consts: dict, top: bool):
+    def __init__(self, graph: onnx.GraphProto, opsets, types: dict, consts: dict, top: bool,
+                 requants: list | None = None):
         self.graph, self.opsets, self.types, self.top = graph, opsets, dict(types), top
         self.consts = dict(consts)
         self.consts.update({t.name: numpy_helper.to_array(t) for t in graph.initializer})
@@ -106,6 +110,8 @@ class _Lowering:
                 self.consumers[i] = self.consumers.get(i, 0) + 1
         self.producer = {o: n for n in graph.node for o in n.output}
         self.count = 0
+        #: joins whose operand scales differ by a non-integer ratio, requantized (inexact)
+        self.requants: list[dict] = requants if requants is not None else []
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -320,6 +326,10 @@ class _Lowering:
             return
         scale = min(fa.scale, fb.scale)
         ra, rb = fa.scale / scale, fb.scale / scale
+        if ra != round(ra):
+            a, fa, ra = *self.requantize(a, fa, scale, node), 1.0
+        if rb != round(rb):
+            b, fb, rb = *self.requantize(b, fb, scale, node), 1.0
         ia, ib = self.scaled(a, fa, ra, node), self.scaled(b, fb, rb, node)
         self.emit(node.op_type, [ia, ib], [node.output[0]])
         ra, rb = round(ra), round(rb)
@@ -328,6 +338,26 @@ class _Lowering:
         else:
             lo, hi = fa.lo * ra - fb.hi * rb, fa.hi * ra - fb.lo * rb
         self.set(node, node.output[0], Fixed(scale, lo, hi))
+
+    def requantize(self, name: str, fx: Fixed, scale: float, node) -> tuple[str, Fixed]:
+        """An operand whose scale is not an integer multiple of the join's: rounded to the
+        join's scale by a MultiThreshold (round half to even), the one inexact step of
+        streamline. The error it adds is at most scale / 2 per element; recorded."""
+        ratio = fx.scale / scale
+        lo, hi = int(np.round(fx.lo * ratio)), int(np.round(fx.hi * ratio))
+        dtype = int_dtype(min(lo, -1), hi)
+        spec = QuantSpec(scale, dtype.bitwidth(), True)
+        thresholds = activation_thresholds("identity", spec, (fx.lo, fx.hi), fx.scale, 0.0, dtype=np.float32)
+        out = self.name(f"{node.name}/requant")
+        qmin = spec.levels[0]
+        self.emit("MultiThreshold", [self.src(name), self.const(out + "/thresholds", thresholds)], [out],
+                  domain=QONNX_DOMAIN, out_dtype=dtype.name, out_bias=float(qmin),
+                  data_layout=LAYOUTS.get(self.rank.get(name, 2), "NC"))
+        result = Fixed(scale, lo, hi)
+        self.types[out] = result
+        self.requants.append({"node": node.name, "operand": name, "scale_ratio": round(ratio, 6),
+                              "bound": scale / 2})
+        return out, result
 
     def op_Add(self, node):
         self._join(node, +1)
@@ -433,7 +463,7 @@ def lower_scan(outer: _Lowering, node: onnx.NodeProto) -> None:
     # A zero initial state takes the scale of what the body writes back (its quantizer).
     state_types = [_declared(body, o.name) if init.zero else init for init, o in zip(init_types, body.output)]
     for _ in range(4):  # the state's scale and range reach a fixed point in two rounds
-        inner = _Lowering(body, outer.opsets, outer.types, outer.consts, top=False)
+        inner = _Lowering(body, outer.opsets, outer.types, outer.consts, top=False, requants=outer.requants)
         inner.alias.update(outer.alias)
         for vi, fx in zip(body.input, state_types + scan_types):
             inner.types[vi.name] = fx
@@ -561,6 +591,15 @@ class Streamline(Pass):
         _annotate(graph, {k: v for k, v in low.types.items() if k not in {o.name for o in graph.output}})
         model = canonicalize(model)
         self.metrics = {"multithresholds": _count(graph, "MultiThreshold")}
+        if low.requants:
+            # Not exact any more: say so, and give the bound each requantization adds.
+            self.contract = Contract.APPROXIMATE
+            self.metrics["requantized_joins"] = len(low.requants)
+            self.metrics["requantization_bound"] = max(r["bound"] for r in low.requants)
+            self.metrics["requantizations"] = [
+                f"{r['node']}: '{r['operand']}' x {r['scale_ratio']:g}, error <= {r['bound']:g}" for r in low.requants]
+        else:
+            self.contract = Contract.EXACT
         return model, False
 
 

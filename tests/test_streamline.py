@@ -136,3 +136,41 @@ def test_teacher_shaped_reset_after_gru_lowers_bit_exactly():
     assert report.stages[-2].vs_previous.bit_exact and report.stages[-1].vs_previous.bit_exact
     assert report.stages[-1].vs_golden.max_abs_err < 0.05
     assert integer_violations(out) == []
+
+
+def test_join_of_unrelated_scales_is_requantized_and_reported():
+    """a (scale 1/4) + b (scale 3/8): no integer ratio, so b is rounded to the 1/4 grid by a
+    MultiThreshold; the pass says so, downgrades itself to approximate and reports the bound
+    (half a step of 1/4), which the observed error respects."""
+    import flimcc
+    from onnx import TensorProto, helper, numpy_helper
+
+    from flimcc.pipeline import Pipeline
+
+    def quant(inp, out, scale, bits):
+        node = helper.make_node("Quant", [inp, f"{out}_s", "zero", f"{out}_b"], [out], name=out,
+                                domain="qonnx.custom_op.general", signed=1, narrow=0, rounding_mode="ROUND")
+        return node, [numpy_helper.from_array(np.array(scale, np.float32), f"{out}_s"),
+                      numpy_helper.from_array(np.array(float(bits), np.float32), f"{out}_b")]
+
+    nodes, inits = [], [numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    for args in (("x", "a", 0.25, 8), ("x2", "b", 0.375, 8), None, ("c", "y", 0.125, 12)):
+        if args is None:
+            nodes.append(helper.make_node("Add", ["a", "b"], ["c"], name="join"))
+            continue
+        n, i = quant(*args)
+        nodes.append(n)
+        inits += i
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "x2")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    model = flimcc.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                                helper.make_opsetid("qonnx.custom_op.general", 1)]))
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.uniform(-20, 20, (512, 4)).astype(np.float32),
+              "x2": rng.uniform(-30, 30, (512, 4)).astype(np.float32)}
+    stage = Pipeline.parse("streamline").run(model, inputs=inputs).report.stages[-1]
+    assert stage.contract == "approximate"
+    assert stage.metrics["requantized_joins"] == 1
+    assert stage.metrics["requantization_bound"] == 0.125
+    assert "join" in stage.metrics["requantizations"][0]
+    assert 0 < stage.vs_previous.max_abs_err <= 0.125
