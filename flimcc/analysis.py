@@ -13,7 +13,8 @@ QUANTIZERS = ("Quant", "MultiThreshold")
 NON_NUMERIC = (onnx.TensorProto.INT64, onnx.TensorProto.BOOL, onnx.TensorProto.INT32)
 
 
-def _annotations(graph: onnx.GraphProto) -> dict[str, str]:
+def datatype_annotations(graph: onnx.GraphProto) -> dict[str, str]:
+    """tensor name -> its qonnx DataType name (`finn_datatype` annotations of this graph)."""
     out = {}
     for qa in graph.quantization_annotation:
         for entry in qa.quant_parameter_tensor_names:
@@ -36,7 +37,7 @@ def integer_violations(model: ModelWrapper) -> list[str]:
     loop body nothing may be float: every tensor there must be annotated integer."""
     problems: list[str] = []
     graph = model.graph
-    ann, elem = _annotations(graph), _elem_types(graph)
+    ann, elem = datatype_annotations(graph), _elem_types(graph)
     float_edge = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
     consts = {t.name for t in graph.initializer}
@@ -58,7 +59,7 @@ def integer_violations(model: ModelWrapper) -> list[str]:
 
 
 def _body_violations(body: onnx.GraphProto, owner: str) -> list[str]:
-    ann = _annotations(body)
+    ann = datatype_annotations(body)
     problems = []
     names = [i.name for i in body.input] + [o for n in body.node for o in n.output]
     for name in names:

@@ -74,8 +74,6 @@ def _finn_build_config(target, clock_mhz: float) -> dict:
         "auto_fifo_depths": True,
         "generate_outputs": ["estimate_reports", "stitched_ip", "bitfile", "pynq_driver", "deployment_package"],
         "steps": FINN_CONTINUE_STEPS,
-        "_flimcc_note": ("flimcc.hw.RecurrentLoop nodes have no HDL generator yet: FINN's builder stops at "
-                         "step_hw_codegen on them; the FINN nodes outside and inside the loops build as usual."),
     }
 
 
@@ -152,6 +150,8 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
         "ratio_to_arithmetic_limit": round(perf["cycles_per_pixel"] / limit, 2) if limit else None,
         "pipeline": text,
         "compile_seconds": round(seconds, 1),
+        "finn_build": ("dataflow_build_config.json continues from the dataflow partition; flimcc.hw.RecurrentLoop "
+                       "has no HDL generator yet, so FINN's build stops at step_hw_codegen on the loops"),
         "verification": {
             "golden": report.get("golden", "onnxruntime"),
             "samples": verify_samples,

@@ -364,7 +364,7 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def _check_scan(node: onnx.NodeProto, graph: onnx.GraphProto) -> None:
+def _check_scan(node: onnx.NodeProto) -> None:
     n_scan_in = _attr(node, "num_scan_inputs")
     for key in ("scan_input_directions", "scan_output_directions"):
         if any(_attr(node, key, [])):
@@ -374,12 +374,6 @@ def _check_scan(node: onnx.NodeProto, graph: onnx.GraphProto) -> None:
             raise UnsupportedError(f"node '{node.name}': scans along an axis other than 0 are not lowered (attribute {key})")
     if n_scan_in is None:
         raise UnsupportedError(f"node '{node.name}': Scan without num_scan_inputs")
-
-
-def _annotations(model: ModelWrapper, graph: onnx.GraphProto) -> ModelWrapper:
-    """A standalone model of a Scan body carrying the body's dtype annotations."""
-    body = body_model(graph, opset=model.model.opset_import[0].version)
-    return body
 
 
 def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapper:
@@ -555,11 +549,11 @@ def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> li
     """The nodes that replace one Scan: its RecurrentLoop (body lowered) between the
     Unsqueeze/Squeeze that turn its sequences into 4-D streams."""
     graph = model.graph
-    _check_scan(node, graph)
+    _check_scan(node)
     body_graph = next(a.g for a in node.attribute if a.name == "body")
     n_scan_in = _attr(node, "num_scan_inputs")
     n_state = len(node.input) - n_scan_in
-    body = _annotations(model, body_graph)
+    body = body_model(body_graph, opset=model.model.opset_import[0].version)  # keeps the body's annotations
     b_inputs = [vi.name for vi in body.graph.input]
     loop_inputs, zero_init = [], []
     for i, name in enumerate(node.input):
@@ -636,29 +630,6 @@ def _hw_candidate(model: ModelWrapper, node: onnx.NodeProto) -> bool:
     return False
 
 
-def scan_output_shapes(model: ModelWrapper) -> None:
-    """Annotate Scan outputs whose bodies hold custom ops (ONNX cannot infer through them)
-    from the body's own qonnx shape inference: states as in the body, sequences [T] + body."""
-    for node in model.graph.node:
-        if node.op_type != "Scan":
-            continue
-        n_scan_in = _attr(node, "num_scan_inputs")
-        n_state = len(node.input) - n_scan_in
-        seq = [model.get_tensor_shape(i) for i in node.input[n_state:]]
-        steps = next((s[0] for s in seq if s), None)
-        body = body_model(next(a.g for a in node.attribute if a.name == "body"),
-                          opset=model.model.opset_import[0].version)
-        for vi in body.graph.output:
-            vi.type.tensor_type.ClearField("shape")
-        del body.graph.value_info[:]
-        body = body.transform(InferShapes())
-        for k, (out, vi) in enumerate(zip(node.output, body.graph.output)):
-            shape = body.get_tensor_shape(vi.name)
-            if shape is None or (k >= n_state and steps is None):
-                continue
-            model.set_tensor_shape(out, list(shape) if k < n_state else [steps] + list(shape))
-
-
 def lift_sequences(model: ModelWrapper) -> int:
     """(T, B, C) tensors of the hardware region become (1, T, B, C): Unsqueeze where one
     enters from software, Squeeze where one leaves."""
@@ -712,7 +683,7 @@ def lift_sequences(model: ModelWrapper) -> int:
 def _check_integer_loops(model: ModelWrapper) -> None:
     """Every loop body integer, and at least one quantizer: a float graph passes the edge
     rule of check_integer_graph (all of it is computed from the float input)."""
-    from flimcc.analysis import _body_violations
+    from flimcc.analysis import _body_violations  # noqa: PLC2701 - the same rule, one place
 
     problems = []
     for node in model.graph.node:

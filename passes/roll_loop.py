@@ -79,11 +79,12 @@ import onnx
 from onnx import helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 
+from flimcc.analysis import datatype_annotations
 from flimcc.errors import UnsupportedError
 from flimcc.execute import run_ort
 from flimcc.pipeline import Contract, Option, Pass, register
 
-from .quantize import free_names, subgraph_attrs
+from .quantize import all_names, free_names, subgraph_attrs
 
 ONNX_DOMAINS = ("", "ai.onnx")
 #: Ops that only move data: they commute with an elementwise per-tensor quantizer.
@@ -294,7 +295,7 @@ def _time_slices(graph: onnx.GraphProto, opset: int) -> bool:
         d = shape.dim[axis % rank]
         return rank, d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
 
-    taken = _all_names(graph)
+    taken = all_names(graph)
     new_nodes, new_inits, changed = [], [], False
     for node in graph.node:
         reads = None  # [(output, index, axis)]
@@ -744,17 +745,6 @@ class _Names:
             name = f"{base}_{k}"
         self.taken.add(name)
         return name
-
-
-def _all_names(graph: onnx.GraphProto) -> set[str]:
-    names = {t.name for t in graph.initializer} | {v.name for v in [*graph.input, *graph.output, *graph.value_info]}
-    for node in graph.node:
-        names.add(node.name)
-        names.update(node.input)
-        names.update(node.output)
-        for attr in subgraph_attrs(node):
-            names |= _all_names(attr.g)
-    return names
 
 
 def _loop_prefix(names: list[str]) -> str:
@@ -1231,15 +1221,6 @@ class _ConstCopies:
 # the pass
 
 
-def _datatypes(graph: onnx.GraphProto) -> dict[str, str]:
-    found = {}
-    for qa in graph.quantization_annotation:
-        for entry in qa.quant_parameter_tensor_names:
-            if entry.key == "finn_datatype":
-                found[qa.tensor_name] = entry.value
-    return found
-
-
 def _downstream(ix: _Index, nodes: set[int]) -> set[int]:
     seen = set(nodes)
     work = list(nodes)
@@ -1338,8 +1319,8 @@ class RollLoop(Pass):
 
     def _rewrite(self, model: ModelWrapper, ix: _Index, orbits: _Orbits, chains: list[_Chain]) -> ModelWrapper:
         graph = model.graph
-        names = _Names(_all_names(graph))
-        datatypes = _datatypes(graph)
+        names = _Names(all_names(graph))
+        datatypes = datatype_annotations(graph)
         removed: set[int] = set()
         placed: list[tuple[float, onnx.NodeProto]] = []
         new_inits: list[onnx.TensorProto] = []

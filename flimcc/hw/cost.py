@@ -19,7 +19,7 @@ import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
-from flimcc.hw.layout import FINN_HW_DOMAINS, hw_nodes, loop_nodes
+from flimcc.hw.layout import FINN_HW_DOMAINS, for_each_graph, hw_nodes, loop_nodes
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
@@ -221,8 +221,6 @@ def place_threshold_memories(model: ModelWrapper, bram_depth: int = THRESHOLD_BR
     URAM is offered even on parts without it); its depth triggers restrict the choice.
     Deep stages go to BRAM18, the rest to LUTRAM, never URAM (the URAM trigger is set out
     of reach: FINN's rule sends every stage at or past it, 0 included, to URAM)."""
-    from flimcc.hw.layout import loop_nodes as _loops
-
     placed = 0
 
     def place(graph_model):
@@ -233,11 +231,7 @@ def place_threshold_memories(model: ModelWrapper, bram_depth: int = THRESHOLD_BR
                 inst.set_nodeattr("depth_trigger_uram", _NEVER)
                 placed += 1
 
-    place(model)
-    for _, loop in _loops(model):
-        body = loop.body()
-        place(body)
-        loop.set_nodeattr("body", body.model.graph)
+    for_each_graph(model, place)
     return placed
 
 
@@ -245,10 +239,6 @@ def lut_multipliers(model: ModelWrapper) -> int:
     """Every RTL MVAU (FINN's DSP-based MVU) becomes the HLS MVAU with LUT multipliers
     (resType=lut): same attributes and numpy semantics, FINN's LUT cost model instead of
     its DSP one. Loop bodies included."""
-    from onnx import helper
-
-    from flimcc.hw.layout import loop_nodes as _loops
-
     changed = 0
 
     def convert(graph_model):
@@ -259,14 +249,10 @@ def lut_multipliers(model: ModelWrapper) -> int:
             node.op_type, node.domain = "MVAU_hls", "finn.custom_op.fpgadataflow.hls"
             keep = [a for a in node.attribute if a.name not in ("pumpedCompute", "gen_top_module", "resType")]
             del node.attribute[:]
-            node.attribute.extend(keep + [helper.make_attribute("resType", "lut")])
+            node.attribute.extend(keep + [onnx.helper.make_attribute("resType", "lut")])
             changed += 1
 
-    convert(model)
-    for _, loop in _loops(model):
-        body = loop.body()
-        convert(body)
-        loop.set_nodeattr("body", body.model.graph)
+    for_each_graph(model, convert)
     return changed
 
 

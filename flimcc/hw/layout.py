@@ -40,6 +40,16 @@ def loop_nodes(model: ModelWrapper) -> Iterator[tuple[onnx.NodeProto, object]]:
             yield node, getCustomOp(node)
 
 
+def for_each_graph(model: ModelWrapper, edit) -> None:
+    """Apply `edit(graph_model)` to the top graph and to every RecurrentLoop body (writing
+    the edited bodies back): placements and implementation choices reach inside loops."""
+    edit(model)
+    for _, loop in loop_nodes(model):
+        body = loop.body()
+        edit(body)
+        loop.set_nodeattr("body", body.model.graph)
+
+
 def _set_batch(shape: list[int], axis: int, n: int) -> list[int]:
     shape = list(shape)
     if len(shape) >= -axis:

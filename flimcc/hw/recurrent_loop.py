@@ -41,7 +41,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper
-from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import get_by_name, qonnx_make_model
 
@@ -316,7 +315,3 @@ class RecurrentLoop(HWCustomOp):
 
     def get_number_output_values(self):
         return self.get_nodeattr("iterations") * self.get_nodeattr("pixels")
-
-
-def state_dtype(loop: RecurrentLoop, index: int) -> DataType:
-    return loop.get_output_datatype(index)
