@@ -107,7 +107,7 @@ def main(argv=None) -> None:
         seconds = time.perf_counter() - t0
         rate = executor_rate(Path(s["output_dir"]) / "model.onnx", args.pixels)
         r = s["resources"]
-        rows.append((name, f"{seconds:.0f}", f"{s['cycles_per_pixel']:,.0f}", f"{s['ratio_to_arithmetic_limit']:.2f}",
+        rows.append((name, f"{seconds:.0f}", f"{s['cycles_per_pixel']:,.0f}", f"{s['cycles_vs_one_mac_per_dsp']:.2f}",
                      f"{s['pixels_per_second']:,.0f}", str(s["pixel_parallelism"]), f"{r['LUT']:,.0f}",
                      f"{r['BRAM_18K']:,.0f}", f"{r['DSP']:,.0f}", f"{rate:,.0f}"))
         if not args.skip_setfolding:

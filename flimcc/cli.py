@@ -18,8 +18,9 @@ from rich.table import Table
 from . import __version__
 from .errors import FlimccError, VerificationError
 
-# Piped output (CI logs, files) gets a fixed wide layout instead of rich's 80 columns.
-_WIDTH = None if sys.stdout.isatty() else 132
+# Piped output (CI logs, files) gets a fixed wide layout instead of rich's 80 columns,
+# unless the user sets COLUMNS; a terminal gets its own width.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else 132
 out = Console(highlight=False, width=_WIDTH)
 
 
@@ -39,6 +40,22 @@ def write_json(path: str | os.PathLike, data) -> None:
 
     atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
+
+class _Pixels(click.ParamType):
+    """--pixels: `auto` or a whole number >= 1 (checked before any work)."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return str(int(text))
+        self.fail(f"'{value}' is neither auto nor a whole number >= 1", param, ctx)
+
+
+PIXELS = _Pixels()
 
 dim_option = click.option("--dim", "dims", multiple=True, metavar="NAME=N",
                           help="Bind a dynamic input dimension (repeatable), e.g. --dim T=135.")
@@ -84,13 +101,16 @@ def targets(as_json: bool) -> None:
         click.echo(json.dumps({n: t.to_json() for n, t in tgts.items()}, indent=2))
         return
     t = Table(title="targets", title_justify="left")
-    for col in ("target", "part", *RESOURCE_KEYS, "DSP type", "MHz"):
+    for col in ("target", "part", *RESOURCE_KEYS, "DSP type", "MHz", "same chip as"):
         t.add_column(col, justify="right" if col in RESOURCE_KEYS or col == "MHz" else "left")
     for name, tg in tgts.items():
         res = [f"{tg.resources[k]:,}" if tg.resources else "-" for k in RESOURCE_KEYS]
         clock = f"{tg.default_clock_mhz:g}" if tg.default_clock_mhz else "-"
-        t.add_row(name, tg.fpga_part or tg.runtime or "-", *res, tg.dsp_type or "-", clock)
-    t.caption = "names are case-insensitive; aliases and FINN board keys are accepted (flimcc targets --json)"
+        # Boards built on one FPGA part have identical rows: say so rather than leave it a puzzle.
+        twins = [n for n, o in tgts.items() if n != name and o.fpga_part and o.fpga_part == tg.fpga_part]
+        t.add_row(name, tg.fpga_part or tg.runtime or "-", *res, tg.dsp_type or "-", clock, ", ".join(twins) or "-")
+    t.caption = ("boards on the same FPGA part have the same resources (they differ in shell and I/O); names are "
+                 "case-insensitive; aliases and FINN board keys are accepted (flimcc targets --json)")
     out.print(t)
 
 
@@ -100,7 +120,7 @@ def targets(as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the rewritten model.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Check every pass against the golden run.")
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False), help="Verification inputs (.npy or .npz).")
-@click.option("--samples", default=16, show_default=True, help="Number of seeded random inputs when --inputs is not given.")
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True, help="Number of seeded random inputs when --inputs is not given.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False), help="Write the per-pass report as JSON.")
 @dim_option
@@ -136,9 +156,9 @@ def opt(model, pipeline_text, output, verify, inputs, samples, seed, report, dim
 @click.argument("actual", type=click.Path(dir_okay=False))
 @click.option("--numeric", is_flag=True, help="Also run both on the same seeded inputs and compare outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--atol", default=1e-5, show_default=True, help="Absolute tolerance (initializers and outputs).")
-@click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance (initializers and outputs).")
-@click.option("--samples", default=16, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-5, show_default=True, help="Absolute tolerance (initializers and outputs).")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Relative tolerance (initializers and outputs).")
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @dim_option
 def diff_cmd(expected, actual, numeric, as_json, atol, rtol, samples, seed, dims) -> None:
@@ -159,10 +179,10 @@ def diff_cmd(expected, actual, numeric, as_json, atol, rtol, samples, seed, dims
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--against", "golden", required=True, type=click.Path(dir_okay=False), help="The golden model.")
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False), help="Inputs (.npy or .npz).")
-@click.option("--samples", default=16, show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--atol", default=1e-5, show_default=True)
-@click.option("--rtol", default=1e-4, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-5, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @dim_option
 def verify(model, golden, inputs, samples, seed, atol, rtol, as_json, dims) -> None:
@@ -196,12 +216,14 @@ def verify(model, golden, inputs, samples, seed, atol, rtol, as_json, dims) -> N
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "target_name", default="pynq-z2", show_default=True, help="Board (see `flimcc targets`) or cpu.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Build folder [build/<model>-<target>].")
-@click.option("--pixels", default="auto", show_default=True, help="Pixel interleave P: a number or auto.")
-@click.option("--clock-mhz", type=float, help="Clock frequency [the board's default].")
-@click.option("--fps", type=float, default=0.0, help="Stop folding at this many pixels/s [as fast as fits].")
-@click.option("--headroom", type=float, default=0.85, show_default=True, help="Fraction of each resource the design may use.")
-@click.option("--bits", type=int, default=8, show_default=True, help="Bits for post-training quantization of float models.")
-@click.option("--verify", "verify_samples", type=int, default=16, show_default=True,
+@click.option("--pixels", type=PIXELS, default="auto", show_default=True, help="Pixel interleave P: a number or auto.")
+@click.option("--clock-mhz", type=click.FloatRange(min=0, min_open=True), help="Clock frequency [the board's default].")
+@click.option("--fps", type=click.FloatRange(min=0), default=0.0, help="Stop folding at this many pixels/s [as fast as fits].")
+@click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=0.85, show_default=True,
+              help="Fraction of each resource the design may use.")
+@click.option("--bits", type=click.IntRange(2, 16), default=8, show_default=True,
+              help="Bits for post-training quantization of float models.")
+@click.option("--verify", "verify_samples", type=click.IntRange(min=0), default=16, show_default=True,
               help="Seeded random inputs every stage is checked on (0: no verification).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -229,6 +251,11 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:
+        # One line naming the option as typed (click's own form is usage + hint + message).
+        hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as e:
         e.show()
         sys.exit(2)

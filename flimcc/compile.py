@@ -10,16 +10,14 @@ succeeded, so a failed compile leaves nothing behind.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from flimcc.errors import TargetError
+from flimcc.build_folder import check_output_folder, write_folder
+from flimcc.errors import FlimccError, TargetError
 from flimcc.hw import cost
 from flimcc.pipeline import Pipeline
 
@@ -89,6 +87,25 @@ def _json_default(o):
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
+def _check_options(pixels, clock_mhz, fps, verify_samples, headroom, bits) -> None:
+    """The Python API's checks (the command line checks the same with click, naming --options)."""
+    def bad(name, value, why):
+        raise FlimccError(f"compile_model: {name}={value!r} {why}")
+
+    if not (str(pixels).strip().lower() == "auto" or (str(pixels).strip().isdigit() and int(pixels) >= 1)):
+        bad("pixels", pixels, "is neither 'auto' nor a whole number >= 1")
+    if clock_mhz is not None and not clock_mhz > 0:
+        bad("clock_mhz", clock_mhz, "must be > 0")
+    if not fps >= 0:
+        bad("fps", fps, "must be >= 0")
+    if not 0 < headroom <= 1:
+        bad("headroom", headroom, "must be in (0, 1]")
+    if not (isinstance(verify_samples, int) and verify_samples >= 0):
+        bad("verify_samples", verify_samples, "must be a whole number >= 0")
+    if not (isinstance(bits, int) and 2 <= bits <= 16):
+        bad("bits", bits, "must be a whole number in 2..16")
+
+
 def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir: str | Path | None = None,
                   pixels: str = "auto", clock_mhz: float | None = None, fps: float = 0.0,
                   verify_samples: int = 16, headroom: float = 0.85, bits: int = 8, seed: int = 0,
@@ -97,10 +114,13 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     import flimcc
     from flimcc.targets import get_target
 
+    _check_options(pixels=pixels, clock_mhz=clock_mhz, fps=fps, verify_samples=verify_samples, headroom=headroom,
+                   bits=bits)
     target = get_target(target_name)
     model_path = Path(model_path)
     stem = model_path.name.removesuffix(".onnx")
-    out = Path(out_dir) if out_dir else Path("build") / f"{stem}-{target.name}"
+    out = check_output_folder(Path(out_dir) if out_dir else Path("build") / f"{stem}-{target.name}",
+                              inputs=[model_path])
     # A symbolic batch is bound to the verification batch: exporters compute zero states
     # from Shape(x), which fold-constants turns into constants of that batch; they end as
     # loop flags and biases, so the hardware graph itself is re-batched freely afterwards.
@@ -146,8 +166,8 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
         "pixels_per_second": round(perf["pixels_per_second"], 1),
         "latency_ms_per_pixel_batch": round(_latency_cycles(hw, p) / (clock * 1e3), 4),
         "macs_per_pixel": macs,
-        "arithmetic_limit_cycles_per_pixel": round(limit, 1) if limit else None,
-        "ratio_to_arithmetic_limit": round(perf["cycles_per_pixel"] / limit, 2) if limit else None,
+        "one_mac_per_dsp_cycles_per_pixel": round(limit, 1) if limit else None,
+        "cycles_vs_one_mac_per_dsp": round(perf["cycles_per_pixel"] / limit, 2) if limit else None,
         "pipeline": text,
         "compile_seconds": round(seconds, 1),
         "finn_build": ("dataflow_build_config.json continues from the dataflow partition; flimcc.hw.RecurrentLoop "
@@ -210,21 +230,6 @@ def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dic
         _dump(tmp / "summary.json", {k: v for k, v in summary.items() if k != "compile_seconds"})
 
     write_folder(out, write)
-
-
-def write_folder(out: Path, write) -> None:
-    """Fill a temporary sibling of `out` with `write(tmp)`, then swap it into place: a
-    reader never sees a half-written folder, and a failure leaves none behind."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _without_timings(report: dict) -> dict:

@@ -32,11 +32,12 @@ from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
 from flimcc.hw.layout import is_finn_hw, loop_nodes
 
+LOOP_BODIES = "estimate_loop_bodies.json"
 CYCLES = "estimate_layer_cycles.json"
 RESOURCES = "estimate_layer_resources.json"
 PERFORMANCE = "estimate_network_performance.json"
 COUNTS = "op_and_param_counts.json"
-REPORT_FILES = (CYCLES, RESOURCES, PERFORMANCE, COUNTS)
+REPORT_FILES = (CYCLES, RESOURCES, PERFORMANCE, COUNTS, LOOP_BODIES)
 
 
 def _finn_only(model: ModelWrapper) -> ModelWrapper:
@@ -87,19 +88,43 @@ def network_performance(model: ModelWrapper, cycles: dict[str, int], clock_mhz: 
 
 
 def estimate_reports(model: ModelWrapper, fpgapart: str, clock_mhz: float) -> dict[str, dict]:
-    """The four FINN estimate reports of a hardware graph, keyed by file name."""
+    """The FINN estimate reports of a hardware graph, keyed by file name.
+
+    The cycles and resources reports list every FINN node, loop-body nodes included (node
+    names are unique model-wide), each with FINN's own estimate for that node, and each
+    loop with its aggregate (the whole loop: T steps of its body, body resources plus its
+    control). A body node's cycles are per loop iteration (one time step of the P
+    interleaved pixels); ``estimate_loop_bodies.json`` says which nodes are in which loop.
+    The resources ``total`` counts top-level entries only, so a body is counted once."""
     loops = list(loop_nodes(model))
 
     cycles = dict(model.analysis(exp_cycles_per_layer))
     for node, inst in loops:
         cycles[node.name] = int(inst.get_exp_cycles())
     cycles = _in_graph_order(model, cycles)
+    performance = network_performance(model, cycles, clock_mhz)
 
     resources = dict(model.analysis(lambda m: res_estimation(m, fpgapart)))
     for node, inst in loops:
         resources[node.name] = inst.node_res_estimation(fpgapart)
     resources = _in_graph_order(model, resources)
     resources["total"] = aggregate_dict_keys(resources)
+
+    bodies = {}
+    for node, inst in loops:
+        body = inst.body()
+        body_cycles = _in_graph_order(body, dict(body.analysis(exp_cycles_per_layer)))
+        body_resources = _in_graph_order(body, dict(body.analysis(lambda m: res_estimation(m, fpgapart))))
+        cycles.update(body_cycles)
+        resources.update(body_resources)
+        bodies[node.name] = {
+            "iterations": int(inst.get_nodeattr("iterations")),
+            "pixels_interleaved": int(inst.get_nodeattr("pixels")),
+            "body_nodes": [n.name for n in body.graph.node],
+            "loop_cycles": cycles[node.name],
+            "body_cycles_are": "per loop iteration (one time step of the interleaved pixels)",
+            "loop_resources_include_body": True,
+        }
 
     counts = dict(_finn_only(model).analysis(op_and_param_counts))
     counts.pop("total")
@@ -111,8 +136,9 @@ def estimate_reports(model: ModelWrapper, fpgapart: str, clock_mhz: float) -> di
     return {
         CYCLES: cycles,
         RESOURCES: resources,
-        PERFORMANCE: network_performance(model, cycles, clock_mhz),
+        PERFORMANCE: performance,
         COUNTS: counts,
+        LOOP_BODIES: bodies,
     }
 
 

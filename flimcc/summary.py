@@ -31,10 +31,12 @@ def print_summary(console: Console, s: dict) -> None:
         table.add_row(k, _bar(used, total) if total else "", f"{used:,.0f}", f"{total:,}", pct)
     console.print(table)
     console.print(f"fits: {'[green]yes[/green]' if s['fits'] else '[red]no[/red]'} (budget {100 * s['headroom']:.0f}% of the board)")
-    ratio = s.get("ratio_to_arithmetic_limit")
+    ratio = s.get("cycles_vs_one_mac_per_dsp")
+    dsps = s["board_resources"].get("DSP")
+    # The reference design: every DSP of the board doing one multiply-accumulate per cycle.
     console.print(f"throughput: [bold]{s['pixels_per_second']:,.0f} pixels/s[/bold] = {s['cycles_per_pixel']:,.0f} cycles/pixel"
-                  + (f" ({ratio:.2f}x the DSP arithmetic limit of {s['arithmetic_limit_cycles_per_pixel']:,.0f})"
-                     if ratio else ""), soft_wrap=True)
+                  + (f" ({100 * ratio:.0f}% of the {s['one_mac_per_dsp_cycles_per_pixel']:,.0f} cycles of one MAC per "
+                     f"cycle on each of the {dsps:,} DSPs)" if ratio else ""), soft_wrap=True)
     console.print(f"pixels interleaved: P = {s['pixel_parallelism']}; bottleneck: {s['bottleneck']}; "
                   f"latency {s['latency_ms_per_pixel_batch']:.2f} ms per batch of P", soft_wrap=True)
     v = s["verification"]

@@ -116,3 +116,25 @@ def activation_thresholds(
 def apply_thresholds(acc: np.ndarray, thresholds: np.ndarray, qmin: int) -> np.ndarray:
     """MultiThreshold semantics on a channels-last accumulator: qmin + #{k : a >= T[c, k]}."""
     return qmin + np.sum(acc[..., None] >= thresholds, axis=-1)
+
+
+def absorb_clip(thresholds: np.ndarray, lo: float, hi: float, in_min: float, in_max: float) -> np.ndarray:
+    """Thresholds T' with #{k : x >= T'[k]} == #{k : clip(x, lo, hi) >= T[k]} for every
+    integer x in [in_min, in_max].
+
+    clip(x, lo, hi) >= t is always true for t <= lo, never true for t > hi, and equal to
+    x >= t in between; "always" becomes the input's lowest value and "never" one past its
+    highest (FINN's convention for thresholds outside the input range)."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    out = np.where(t <= lo, in_min, np.where(t > hi, in_max + 1, t))
+    return out.astype(np.asarray(thresholds).dtype)
+
+
+def absorb_add(thresholds: np.ndarray, addend: np.ndarray) -> np.ndarray:
+    """Thresholds T' with x >= T'[c, k] <=> x + b[c] >= T[c, k] (b per channel or scalar)."""
+    t = np.asarray(thresholds)
+    b = np.asarray(addend, dtype=np.float64).reshape(-1)
+    if b.size == 1:
+        return (t - b[0]).astype(t.dtype)
+    rows = t if t.shape[0] == b.size else np.broadcast_to(t, (b.size, t.shape[1]))
+    return (rows - b[:, None]).astype(t.dtype)

@@ -1,24 +1,25 @@
 """The golden run and the numeric comparisons every verified stage goes through.
 
-Golden is onnxruntime on the input model. A QONNX model is first rewritten by qonnx's
-`QuantToQCDQ` (Quant -> QuantizeLinear/Clip/DequantizeLinear), which it applies only
-where the rewrite is exact (2..8 bits, ROUND, static parameters); Quant nodes it leaves,
-and any other custom op, make the golden run fall back to flimcc's node-by-node executor.
+Golden is onnxruntime on the input model. A QONNX model's Quant nodes are first rewritten
+into the float32 operations qonnx's Quant performs (`flimcc.quant_ops`, bit-identical to
+qonnx's execution); a Quant that cannot be rewritten, and any other custom op, make the
+golden run fall back to flimcc's node-by-node executor.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import onnx
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .errors import FlimccError
 from .execute import execute, graph_input_names, is_standard_graph
+from .quant_ops import QUANT_OPS, QuantToStandardOps
 
 #: Inputs are drawn from [0, 1): the models take peak-normalised decay curves.
 FLOAT_INPUT_RANGE = (0.0, 1.0)
@@ -61,25 +62,18 @@ def load_inputs(path: str | Path, model: ModelWrapper) -> dict[str, np.ndarray]:
     return {n: data[n].astype(np.float32) for n in names}
 
 
-#: qonnx's QuantToQCDQ is quadratic in the graph's size (a fully unrolled T=135 QAT export,
-#: 5,000 nodes, takes over 15 minutes): beyond this the golden is qonnx's own semantics.
-QCDQ_MAX_NODES = 1000
-
-
 def golden_model(model: ModelWrapper) -> tuple[ModelWrapper, str]:
     """The model the golden run executes, and a description of how it runs."""
     if is_standard_graph(model.graph):
         return model, "onnxruntime"
-    if any(n.op_type == "Quant" for n in model.graph.node) and len(model.graph.node) <= QCDQ_MAX_NODES:
-        from qonnx.transformation.qonnx_to_qcdq import QuantToQCDQ
-
-        from qonnx.transformation.infer_shapes import InferShapes
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qcdq = model.transform(QuantToQCDQ()).transform(InferShapes())
-        if is_standard_graph(qcdq.graph):
-            return qcdq, "onnxruntime (QONNX Quant as QuantizeLinear/Clip/DequantizeLinear)"
+    if any(n.op_type in QUANT_OPS for n in model.graph.node):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model.model)
+        # Not `model.transform`: qonnx's wrapper construction and copies are quadratic on the
+        # 5,000-node QAT exports (minutes); the rewrite itself is linear.
+        std, _ = QuantToStandardOps().apply(ModelWrapper(proto, fix_missing_initializer_valueinfo=False))
+        if is_standard_graph(std.graph):
+            return std, "onnxruntime (QONNX Quant as its exact float32 operations)"
     return model, "flimcc executor (qonnx custom ops in Python, standard ops in onnxruntime)"
 
 

@@ -39,14 +39,13 @@ from onnx import helper
 import qonnx.core.data_layout as DataLayout
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
-from qonnx.transformation.general import GiveUniqueNodeNames
 from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 
 from flimcc.analysis import check_integer_graph
 from flimcc.errors import FlimccError, UnsupportedError
 from flimcc.hw import DOMAIN as LOOP_DOMAIN
-from flimcc.hw.layout import FINN_ABSTRACT_DOMAIN, FINN_HW_DOMAINS
+from flimcc.hw.layout import FINN_ABSTRACT_DOMAIN, FINN_HW_DOMAINS, give_unique_names
 from flimcc.hw.recurrent_loop import body_model
 from flimcc.pipeline import Contract, Option, Pass, register
 
@@ -407,6 +406,14 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
             prod = _producer(body.graph, node.input[0])
             prod.output[list(prod.output).index(node.input[0])] = node.output[0]
             body.graph.node.remove(node)
+    # The loop's RTL is built from its body's hardware nodes only: anything else that
+    # survived FINN's conversions is named here, not found by a later pass.
+    for node in body.graph.node:
+        if node.domain not in FINN_HW_DOMAINS:
+            raise UnsupportedError(
+                f"loop '{loop_name}': body node '{node.name}' ({node.op_type}) has no FINN hardware equivalent; "
+                "flimcc lowers integer MatMul, Add, Sub, Mul, Split, MultiThreshold (and a Clip or constant Add "
+                "in front of one) inside loops")
     return body
 
 
@@ -491,6 +498,73 @@ def thresholds_to_requant(model: ModelWrapper, min_bits: int = REQUANT_MIN_BITS,
     return converted
 
 
+def absorb_into_thresholds(model: ModelWrapper) -> int:
+    """Clip(x, lo, hi) -> MultiThreshold, and Add(x, const) -> MultiThreshold, become one
+    MultiThreshold on x with rewritten thresholds (flimcc.thresholds.absorb_clip/absorb_add).
+
+    Why: a hard sigmoid streamlines to Add(bias) -> Clip(0, 1) -> MultiThreshold, and FINN
+    has no Clip hardware op; comparing the unclipped (unshifted) integer against adjusted
+    thresholds gives the same count for every integer input, so the result is bit-exact.
+    Only a Clip/Add whose one consumer is the MultiThreshold, with constant bounds/addend
+    (scalar, or one per channel), is absorbed; an Add right after a MatMul is kept (see
+    below). Returns the number of nodes absorbed."""
+    from flimcc.thresholds import absorb_add, absorb_clip
+
+    graph = model.graph
+    absorbed = 0
+    changed = True
+    while changed:
+        changed = False
+        for mt in list(graph.node):
+            if mt.op_type != "MultiThreshold":
+                continue
+            prod = _producer(graph, mt.input[0])
+            if prod is None or len(_consumers(graph, prod.output[0])) != 1 or prod.output[0] in \
+                    {o.name for o in graph.output}:
+                continue
+            t = model.get_initializer(mt.input[1])
+            if t is None:
+                continue
+            if prod.op_type == "Clip":
+                bounds = [model.get_initializer(i) if i else None for i in list(prod.input[1:3])]
+                if any(i and b is None for i, b in zip(prod.input[1:3], bounds)):
+                    continue  # dynamic bound
+                dt = model.get_tensor_datatype(prod.input[0])
+                if not dt.is_integer():
+                    continue
+                lo = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else -np.inf
+                hi = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else np.inf
+                new = absorb_clip(t, lo, hi, dt.min(), dt.max())
+            elif prod.op_type == "Add":
+                const = [model.get_initializer(i) for i in prod.input]
+                k = next((j for j, c in enumerate(const) if c is not None), None)
+                if k is None or const[1 - k] is not None:
+                    continue
+                b = np.asarray(const[k])
+                channels = model.get_tensor_shape(mt.input[0])[-1]
+                if b.size not in (1, channels) or (b.ndim and b.shape[-1] != b.size) or \
+                        not np.array_equal(b, np.round(b)) or \
+                        not model.get_tensor_datatype(prod.input[1 - k]).is_integer():
+                    continue
+                prod_in = prod.input[1 - k]
+                src = _producer(graph, prod_in)
+                if src is not None and src.op_type == "MatMul":
+                    # FINN would fuse MatMul -> MultiThreshold into one MVAU with thresholds,
+                    # which only its HLS variant implements: keep the MVAU_rtl + add.
+                    continue
+                new = absorb_add(t, b)
+            else:
+                continue
+            name = f"{mt.input[1]}/absorbed_{prod.op_type.lower()}"
+            model.set_initializer(name, new.astype(np.float32))
+            mt.input[1] = name
+            mt.input[0] = prod.input[0] if prod.op_type == "Clip" else prod_in
+            graph.node.remove(prod)
+            absorbed += 1
+            changed = True
+    return absorbed
+
+
 def _integer_node(model: ModelWrapper, node: onnx.NodeProto) -> bool:
     names = [n for n in list(node.input) + list(node.output) if n]
     return all(model.get_tensor_datatype(n).is_integer() for n in names)
@@ -527,6 +601,7 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
+    absorb_into_thresholds(model)
     with quiet_finn():
         if requant:  # first: FINN's conversions widen datatypes until MinimizeAccumulatorWidth
             thresholds_to_requant(model)
@@ -808,12 +883,7 @@ class LowerFinn(Pass):
         model = _reinfer(model)
         model = model.transform(InferDataTypes())
         model = _convert(model, target.fpga_part, where="top graph")
-        model = model.transform(GiveUniqueNodeNames())
-        for node in model.graph.node:
-            if node.domain == LOOP_DOMAIN:
-                inst = getCustomOp(node)
-                body = inst.body().transform(GiveUniqueNodeNames())
-                inst.set_nodeattr("body", body.model.graph)
+        give_unique_names(model)
         _check_one_partition(model)
         _declare_domains(model)
         hw_count = sum(1 for n in model.graph.node if n.domain in FINN_HW_DOMAINS)

@@ -47,8 +47,10 @@ def _vector_cycles(inst, batch: int) -> float:
     return inst.get_exp_cycles() / batch
 
 
-def insert_loop_fifos(body: ModelWrapper, n_state: int, p: int, ram_style: str = "auto") -> list[dict]:
-    """Insert the state and reconvergence FIFOs into a loop body (in place)."""
+def insert_loop_fifos(body: ModelWrapper, n_state: int, p: int, ram_style: str = "auto", prefix: str = "") -> list[dict]:
+    """Insert the state and reconvergence FIFOs into a loop body (in place). A reconvergence
+    FIFO is named after the node it feeds, a state FIFO `<prefix>state<k>_fifo`: pass the
+    loop's name as `prefix` so that names stay unique across the model."""
     graph = body.graph
     batch = body.get_tensor_shape(graph.input[0].name)[0]
     inserted = []
@@ -94,7 +96,7 @@ def insert_loop_fifos(body: ModelWrapper, n_state: int, p: int, ram_style: str =
         prod.output[idx] = pre
         body.set_tensor_shape(pre, body.get_tensor_shape(out))
         body.set_tensor_datatype(pre, dtype)
-        name = f"state{k}_fifo"
+        name = f"{prefix}state{k}_fifo"
         graph.node.append(_fifo(name, pre, out, folded, body.get_tensor_shape(out), dtype.name, depth, ram_style))
         inserted.append({"fifo": name, "kind": "state", "depth": depth, "width": int(pe) * dtype.bitwidth()})
     return inserted
@@ -204,7 +206,8 @@ class PlanMemory(Pass):
             if any(n.op_type.startswith("StreamingFIFO") for n in body.graph.node):
                 continue  # planned already
             p = inst.get_nodeattr("pixels")
-            for f in insert_loop_fifos(body, inst.get_nodeattr("num_state"), p, self.fifo_ram_style):
+            for f in insert_loop_fifos(body, inst.get_nodeattr("num_state"), p, self.fifo_ram_style,
+                                       prefix=f"{node.name}_"):
                 fifos.append({"loop": node.name, **f})
             inst.set_nodeattr("body", body.model.graph)
         p = max((inst.get_nodeattr("pixels") for _, inst in loops), default=1)

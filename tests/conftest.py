@@ -81,6 +81,10 @@ def run_cli(*args, **kw):
     import sys
     from pathlib import Path
 
+    import os
+
     exe = Path(sys.executable).parent / "flimcc"
     cmd = [str(exe)] if exe.exists() else [shutil.which("flimcc")]
+    # Piped output as a user's script sees it: pytest's environment exports COLUMNS=80.
+    kw.setdefault("env", {k: v for k, v in os.environ.items() if k != "COLUMNS"})
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, **kw)

@@ -75,3 +75,16 @@ def test_opt_is_deterministic_on_the_example_model(tmp_path):
         r = flimcc_cli("opt", model, "-p", "unroll-gru,fold-constants", "--no-verify", "-o", tmp_path / name)
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_targets_say_which_boards_share_a_chip():
+    r = flimcc_cli("targets")
+    row = next(line for line in r.stdout.splitlines() if line.lstrip("│ ").startswith("pynq-z2"))
+    assert "pynq-z1" in row  # identical resources, and the row says why
+
+
+def test_passes_follow_columns(monkeypatch):
+    import os
+    wide = run_cli("passes", env={**os.environ, "COLUMNS": "200"}).stdout
+    narrow = run_cli("passes", env={**os.environ, "COLUMNS": "70"}).stdout
+    assert max(map(len, narrow.splitlines())) <= 70 < max(map(len, wide.splitlines()))

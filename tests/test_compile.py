@@ -111,10 +111,14 @@ def test_fold_refuses_when_nothing_fits(lowered):
 def test_plan_memory_inserts_loop_fifos_and_stays_exact(folded):
     run = Pipeline.parse("plan-memory").run(folded[0.85].model, verify=True, samples=8)
     assert run.report.stages[-1].vs_previous.bit_exact
-    for _, inst in loop_nodes(run.model):
+    from flimcc.hw.layout import all_node_names
+
+    names = all_node_names(run.model)
+    assert len(names) == len(set(names))  # the FIFOs too are named uniquely model-wide
+    for node, inst in loop_nodes(run.model):
         body = inst.get_nodeattr("body")
         fifos = [n for n in body.node if n.op_type == "StreamingFIFO_rtl"]
-        state = [n for n in fifos if n.name.startswith("state")]
+        state = [n for n in fifos if n.name.startswith(f"{node.name}_state")]
         assert len(state) == inst.get_nodeattr("num_state")
         depth = next(a.i for a in state[0].attribute if a.name == "depth")
         # P hidden states of C channels, PE per word
@@ -274,19 +278,23 @@ def test_search_cost_model_equals_finn_analyses(folded):
         assert timing.frame_cycles(p) == inst.get_exp_cycles()
 
 
-def test_rolled_qat_student_lowers_bit_exactly(tmp_path):
+@pytest.mark.parametrize("sigmoid", ["logistic", "hard"])
+def test_rolled_qat_student_lowers_bit_exactly(tmp_path, sigmoid):
     """The Brevitas QAT export (an unrolled DAG) rolled back into loops lowers to FINN
     hardware bit-exactly: a fused z/r gate product is split into per-gate products at the
-    top and into a FINN StreamingSplit inside the loop."""
+    top and into a FINN StreamingSplit inside the loop. The hard sigmoid's Add and Clip in
+    front of its thresholds are absorbed into them (FINN has no Clip op)."""
     import torch
 
     from flimcc.models.export import export_qonnx
     from flimcc.models.quant_gru import QuantSeq2SeqLite
 
     torch.manual_seed(8)
-    student = QuantSeq2SeqLite(bits=8).eval()
+    student = QuantSeq2SeqLite(bits=8, sigmoid=sigmoid).eval()
     model = flimcc.load(export_qonnx(student, tmp_path / "student.onnx", steps=12))
     run = Pipeline.parse("roll-loop,fold-weights,streamline,lower-finn").run(model, verify=True, samples=8)
     for stage in run.report.stages[1:]:
         assert stage.vs_previous.bit_exact, stage.stage
     assert len(list(loop_nodes(run.model))) == 2
+    for _, loop in loop_nodes(run.model):
+        assert all(n.domain in FINN_HW_DOMAINS for n in loop.get_nodeattr("body").node)

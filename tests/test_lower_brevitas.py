@@ -23,7 +23,7 @@ def test_brevitas_export_lowers_bit_exactly(tmp_path, bits, sigmoid):
     x = simulate(300, SimConfig(n_gates=STEPS, gate_width=0.5, irf_center=2.0), seed=5).x.astype(np.float32)
     out, report = Pipeline.parse("unroll-gru,fold-weights,streamline").run(model, inputs={"x": x})
     assert report.golden.startswith("onnxruntime (QONNX")
-    assert report.stages[0].vs_golden.bit_exact  # qonnx's execution == ORT's QCDQ run
+    assert report.stages[0].vs_golden.bit_exact  # qonnx's execution == ORT running its Quant ops as float32 arithmetic
     assert all(s.vs_previous.bit_exact for s in report.stages[1:])
     assert integer_violations(out) == []
     ops = {n.op_type for n in out.graph.node}

@@ -141,7 +141,7 @@ def test_quantized_model_golden_is_ort_and_stage_is_bit_exact():
     model = flimcc.load(quant_mlp())
     _, report = Pipeline.parse("canonicalize").run(model, samples=32)
     assert report.golden.startswith("onnxruntime (QONNX")
-    assert report.stages[0].vs_golden.bit_exact  # qonnx execution == ORT's QCDQ run
+    assert report.stages[0].vs_golden.bit_exact  # qonnx execution == ORT running its Quant ops as float32 arithmetic
 
 
 def test_pass_usable_as_plain_qonnx_transformation():

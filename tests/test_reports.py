@@ -43,10 +43,13 @@ def reports(hw_model):
 def test_report_files_and_shape(hw_model, reports):
     assert set(reports) == set(REPORT_FILES)
     names = [n.name for n, _ in hw_nodes(hw_model)] + [n.name for n, _ in loop_nodes(hw_model)]
-    assert len(list(loop_nodes(hw_model))) == 2
-    assert set(reports["estimate_layer_cycles.json"]) == set(names)
-    assert set(reports["estimate_layer_resources.json"]) == set(names) | {"total"}
+    body = [n.name for _, inst in loop_nodes(hw_model) for n in inst.get_nodeattr("body").node]
+    assert len(list(loop_nodes(hw_model))) == 2 and body
+    assert set(reports["estimate_layer_cycles.json"]) == set(names) | set(body)
+    assert set(reports["estimate_layer_resources.json"]) == set(names) | set(body) | {"total"}
     assert set(reports["op_and_param_counts.json"]) == set(names) | {"total"}
+    bodies = reports["estimate_loop_bodies.json"]
+    assert sorted(n for b in bodies.values() for n in b["body_nodes"]) == sorted(body)
     # software edge nodes are not counted
     assert not any(n.op_type in ("Mul", "Quant", "Transpose") for n in hw_model.graph.node if n.name in names)
 
@@ -84,7 +87,8 @@ def test_loop_entries_equal_loop_methods(hw_model, reports):
     for file, keys in (("estimate_layer_resources.json", ("BRAM_18K", "LUT", "URAM", "DSP")),
                        ("op_and_param_counts.json", None)):
         rep = reports[file]
-        per_node = {k: v for k, v in rep.items() if k != "total"}
+        top = {n.name for n in hw_model.graph.node}  # body nodes are listed, counted once in their loop
+        per_node = {k: v for k, v in rep.items() if k in top}
         keys = keys or sorted({k for v in per_node.values() for k in v})
         assert set(rep["total"]) == set(keys)
         for k in keys:
@@ -92,14 +96,29 @@ def test_loop_entries_equal_loop_methods(hw_model, reports):
             assert isinstance(rep["total"][k], float)
 
 
-def test_network_performance_fixture_by_hand(reports):
+def test_body_nodes_equal_finn_estimates_and_names_are_unique(hw_model, reports):
+    """Every loop-body node is reported under its model-wide unique name with FINN's own
+    estimate of that node (cycles per iteration)."""
+    from flimcc.hw.layout import all_node_names
+
+    names = all_node_names(hw_model)
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    for _, inst in loop_nodes(hw_model):
+        body = inst.body()
+        for node, binst in hw_nodes(body):
+            assert reports["estimate_layer_cycles.json"][node.name] == binst.get_exp_cycles()
+            assert reports["estimate_layer_resources.json"][node.name] == binst.node_res_estimation(PART)
+
+
+def test_network_performance_fixture_by_hand(hw_model, reports):
     """The loops sit on the critical path: DuplicateStreams -> 3 parallel projection
     branches -> encoder loop -> decoder loop -> dense MVAU -> Mul -> Add."""
     c = reports["estimate_layer_cycles.json"]
     branch = max(c[f"MVAU_rtl_{i}"] + c[f"ElementwiseAdd_hls_{i}"] for i in range(3))
     critical = (c["DuplicateStreams_hls_0"] + branch + c["RecurrentLoop_0"] + c["RecurrentLoop_1"]
                 + c["MVAU_rtl_3"] + c["ElementwiseMul_hls_0"] + c["ElementwiseAdd_hls_3"])
-    slowest = max(c, key=c.get)
+    top = {n.name for n in hw_model.graph.node}
+    slowest = max((k for k in c if k in top), key=c.get)
     perf = reports["estimate_network_performance.json"]
     assert perf == {
         "critical_path_cycles": critical,

@@ -84,3 +84,35 @@ def test_unreached_levels_are_never_counted_and_float32_option():
 def test_negative_scale_is_refused():
     with pytest.raises(UnsupportedError, match="positive"):
         activation_thresholds("tanh", QuantSpec(1 / 7, 4, True, True), ACC, -0.1)
+
+
+def test_absorb_clip_hand_worked():
+    """T = [-3, 0, 2, 5], clip to [-1, 3], inputs in [-8, 7]: -3 <= lo is always passed
+    (-> -8, the lowest input), 5 > hi is never passed (-> 8, one past the highest), 0 and 2
+    stay."""
+    from flimcc.thresholds import absorb_clip
+
+    t = np.array([[-3.0, 0.0, 2.0, 5.0]], np.float32)
+    assert absorb_clip(t, -1, 3, -8, 7).tolist() == [[-8.0, 0.0, 2.0, 8.0]]
+
+
+@pytest.mark.parametrize("lo,hi", [(-1, 3), (0, 127), (-200, 200), (5, 5)])
+def test_absorb_clip_is_exact_over_the_input_range(lo, hi):
+    from flimcc.thresholds import absorb_clip
+
+    rng = np.random.default_rng(lo + 1000 * hi)
+    t = np.sort(rng.integers(-140, 140, size=(3, 9)).astype(np.float32), axis=1)
+    x = np.arange(-128, 128, dtype=np.float32)[:, None].repeat(3, axis=1)
+    want = apply_thresholds(np.clip(x, lo, hi), t, 0)
+    np.testing.assert_array_equal(apply_thresholds(x, absorb_clip(t, lo, hi, -128, 127), 0), want)
+
+
+def test_absorb_add_per_channel_and_scalar():
+    from flimcc.thresholds import absorb_add
+
+    t = np.array([[-2.0, 1.0, 4.0]], np.float32)  # one shared row, two channels' addends
+    b = np.array([3.0, -1.0])
+    x = np.arange(-10, 11, dtype=np.float32)[:, None].repeat(2, axis=1)
+    np.testing.assert_array_equal(apply_thresholds(x, absorb_add(t, b), 0),
+                                  apply_thresholds(x + b, np.repeat(t, 2, axis=0), 0))
+    assert absorb_add(t, np.array(2.0)).tolist() == [[-4.0, -1.0, 2.0]]

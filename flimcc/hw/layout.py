@@ -50,6 +50,39 @@ def for_each_graph(model: ModelWrapper, edit) -> None:
         loop.set_nodeattr("body", body.model.graph)
 
 
+def all_node_names(model: ModelWrapper) -> list[str]:
+    """Every node name of the model, loop bodies included, in order (top node, then its body)."""
+    names = []
+    for node in model.graph.node:
+        names.append(node.name)
+        if node.domain == LOOP_DOMAIN and node.op_type == "RecurrentLoop":
+            names += [n.name for n in getCustomOp(node).get_nodeattr("body").node]
+    return names
+
+
+def give_unique_names(model: ModelWrapper) -> None:
+    """Name every node `<op_type>_<k>`, k counting per op type across the whole model: the
+    top graph first (its names are what qonnx's GiveUniqueNodeNames gives), then each loop
+    body in loop order, continuing the count (in place).
+
+    Why: FINN names each node's generated HDL module and IP after the node, and a stitched
+    design holds the loop bodies' nodes beside the top graph's, so a name must be unique
+    model-wide; GiveUniqueNodeNames numbers each graph on its own (a body's `MVAU_rtl_0`
+    would clash with the top graph's)."""
+    counts: dict[str, int] = {}
+
+    def name(node: onnx.NodeProto) -> None:
+        k = counts.get(node.op_type, 0)
+        counts[node.op_type] = k + 1
+        node.name = f"{node.op_type}_{k}"
+
+    for node in model.graph.node:
+        name(node)
+    for _, loop in loop_nodes(model):
+        for bnode in loop.get_nodeattr("body").node:  # the attribute itself, edited in place
+            name(bnode)
+
+
 def _set_batch(shape: list[int], axis: int, n: int) -> list[int]:
     shape = list(shape)
     if len(shape) >= -axis:
