@@ -601,10 +601,12 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
-    absorb_into_thresholds(model)
     with quiet_finn():
         if requant:  # first: FINN's conversions widen datatypes until MinimizeAccumulatorWidth
             thresholds_to_requant(model)
+        # after the Requant conversion: a wide requantization stays a Requant (a few LUTs)
+        # rather than absorbing the add before it into 65,535 thresholds per channel
+        absorb_into_thresholds(model)
         model = model.transform(InferQuantizedMatrixVectorActivation())
         # only integer arithmetic becomes hardware: the float head and tail stay software
         model = model.transform(InferElementwiseBinaryOperation(lambda m, n: _integer_node(m, n)))

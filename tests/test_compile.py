@@ -298,3 +298,20 @@ def test_rolled_qat_student_lowers_bit_exactly(tmp_path, sigmoid):
     assert len(list(loop_nodes(run.model))) == 2
     for _, loop in loop_nodes(run.model):
         assert all(n.domain in FINN_HW_DOMAINS for n in loop.get_nodeattr("body").node)
+
+
+# -- every shipped Seq2SeqLite compiles (issue 11) ----------------------------------------------
+@pytest.mark.parametrize("name", ["seq2seqlite-float", "seq2seqlite-int8", "seq2seqlite-int8-hard", "seq2seqlite-int4"])
+def test_every_zoo_student_compiles_for_pynq_z2(tmp_path, name):
+    """Float (post-training quantized) and QAT exports (unrolled QONNX, rolled back), the
+    hard sigmoid's clip included: fit, and the hardware graph is bit-exact with the integer
+    stage; the QONNX golden run is onnxruntime (no node-by-node fallback)."""
+    from flimcc.models import zoo
+
+    r = run_cli("compile", zoo.path(name), "--target", "pynq-z2", "-o", tmp_path / "b", "--verify", 8, "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["fits"] and s["verification"]["bit_exact"], s["verification"]
+    assert s["verification"]["golden"].startswith("onnxruntime"), s["verification"]["golden"]
+    if name != "seq2seqlite-float":  # QAT: the hardware computes exactly what the QONNX file says
+        assert s["verification"]["max_abs_err"] == 0.0
