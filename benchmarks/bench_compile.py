@@ -32,7 +32,7 @@ warnings.filterwarnings("ignore")
 import flimcc  # noqa: E402
 from flimcc.compile import compile_model  # noqa: E402
 from flimcc.hw import cost  # noqa: E402
-from flimcc.hw.layout import loop_nodes  # noqa: E402
+from flimcc.layout import loop_nodes  # noqa: E402
 from flimcc.models import zoo  # noqa: E402
 from flimcc.models.fli_data import simulate  # noqa: E402
 from flimcc.pipeline import Pipeline  # noqa: E402

@@ -19,7 +19,7 @@ import numpy as np
 
 import flimcc
 from flimcc.hw import cost
-from flimcc.hw.layout import loop_nodes
+from flimcc.layout import loop_nodes
 from flimcc.models.fli_data import simulate
 
 

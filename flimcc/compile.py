@@ -17,7 +17,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from flimcc.build_folder import check_output_folder, write_folder
-from flimcc.errors import FlimccError, TargetError
+from flimcc.errors import FlimccError, TargetError, UnsupportedError
 from flimcc.hw import cost
 from flimcc.pipeline import Pipeline
 
@@ -43,6 +43,32 @@ def _is_quantized(model: ModelWrapper) -> bool:
 
 def _has_gru(model: ModelWrapper) -> bool:
     return any(n.op_type == "GRU" for n in model.graph.node)
+
+
+#: Recurrent layers flimcc does not compile, in a user's words.
+OTHER_RECURRENT = {"LSTM": "an LSTM layer", "RNN": "a plain RNN layer"}
+
+
+def check_recurrent_layers(model: ModelWrapper, source: str) -> None:
+    """Refuse, before any work, the recurrent layers the hardware flow does not build: LSTM
+    and RNN nodes, and GRUs that run backwards (reverse, bidirectional)."""
+    for node in model.graph.node:
+        if node.op_type in OTHER_RECURRENT:
+            raise UnsupportedError(f"{source}: node '{node.name}' is {OTHER_RECURRENT[node.op_type]} ({node.op_type}); "
+                                   "flimcc compiles GRU sequence models (LSTM and RNN layers are not supported)")
+        if node.op_type == "GRU":
+            direction = next((a.s.decode() for a in node.attribute if a.name == "direction"), "forward")
+            if direction != "forward":
+                raise UnsupportedError(
+                    f"{source}: GRU node '{node.name}' is {direction} (attribute direction='{direction}'); "
+                    "flimcc lowers forward GRUs to hardware (a backward loop would need the whole decay first)")
+
+
+def _has_recurrence(model: ModelWrapper, pipeline: Pipeline) -> bool:
+    """The model has a GRU, a Scan, or an unrolled recurrence roll-loop recognised."""
+    if _has_gru(model) or any(n.op_type == "Scan" for n in model.graph.node):
+        return True
+    return any(p.name == "roll-loop" and p.metrics.get("loops") for p in pipeline.passes)
 
 
 def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, clock_mhz: float,
@@ -128,9 +154,17 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     if target.kind == "cpu":
         return _compile_cpu(model, target, out, verify_samples, seed)
     clock = float(clock_mhz or target.default_clock_mhz)
+    check_recurrent_layers(model, str(model_path))
     text = default_pipeline(model, target.name, pixels, fps, clock, headroom, bits)
     t0 = time.perf_counter()
-    run = Pipeline.parse(text).run(model, verify=verify_samples > 0, samples=max(verify_samples, 1), seed=seed)
+    pipeline = Pipeline.parse(text)
+    try:
+        run = pipeline.run(model, verify=verify_samples > 0, samples=max(verify_samples, 1), seed=seed)
+    except UnsupportedError as e:
+        if _has_recurrence(model, pipeline):
+            raise
+        raise UnsupportedError(f"{model_path}: the model has no GRU (nor an unrolled GRU recurrence); flimcc compiles "
+                               f"GRU sequence models ({e})") from None
     seconds = time.perf_counter() - t0
     hw = run.model
     report = run.report.to_json()
@@ -187,7 +221,7 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
 
 
 def _loop_pixels(model):
-    from flimcc.hw.layout import loop_nodes
+    from flimcc.layout import loop_nodes
 
     for _, inst in loop_nodes(model):
         yield inst.get_nodeattr("pixels")

@@ -22,6 +22,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 
 from .errors import FlimccError, UnsupportedError
+from .layout import FINN_HW_DOMAINS, LOOP_DOMAIN, rebatch
 
 #: The newest ONNX IR version the pinned onnxruntime accepts (onnx 1.21 writes newer ones).
 MAX_ORT_IR_VERSION = 13
@@ -116,8 +117,10 @@ def run_ort(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str
             relax |= dims[0].dim_value != np.shape(feeds[vi.name])[0]
     sess = _session(_ort_ready(proto, relax), any(n.op_type in QDQ_OPS for n in proto.graph.node))
     names = [o.name for o in sess.get_outputs()]
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the failure is raised below, in one line; no log on stderr
     try:
-        values = sess.run(names, dict(feeds))
+        values = sess.run(names, dict(feeds), quiet)
     except Exception as e:  # noqa: BLE001 - ORT raises its own exception hierarchy
         raise FlimccError(f"onnxruntime failed: {str(e).splitlines()[0][:400]}") from None
     return dict(zip(names, values))
@@ -329,8 +332,6 @@ def _hardware_batch(model: ModelWrapper, feeds: dict[str, np.ndarray]) -> ModelW
     """A hardware graph is written for one frame of P pixels and FINN's ops reshape to
     their declared vectors: run it on the caller's batch through a re-batched copy, so each
     node runs once over every pixel."""
-    from flimcc.hw.layout import FINN_HW_DOMAINS, LOOP_DOMAIN, rebatch
-
     if not any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
         return model
     first = graph_input_names(model)[0]
@@ -340,13 +341,53 @@ def _hardware_batch(model: ModelWrapper, feeds: dict[str, np.ndarray]) -> ModelW
     return rebatch(model, n)
 
 
+def static_batch(model: ModelWrapper) -> int | None:
+    """The batch B a software graph is written for: the static first dimension shared by
+    every input and output (None for a symbolic batch or a hardware graph).
+
+    A model exported with a fixed batch (PyTorch's default) bakes B into its constants
+    (zero states expanded to B rows, reshapes), so it runs only on B rows at a time.
+    Hardware graphs are re-batched instead (`_hardware_batch`)."""
+    if any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
+        return None
+    feeds = set(graph_input_names(model))
+    firsts = set()
+    for vi in [i for i in model.graph.input if i.name in feeds] + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or not dims[0].HasField("dim_value"):
+            return None
+        firsts.add(dims[0].dim_value)
+    return firsts.pop() if len(firsts) == 1 and min(firsts) > 0 else None
+
+
 def execute(model: ModelWrapper, inputs, return_context: bool = False) -> dict[str, np.ndarray]:
     """Run the model on `inputs` (name -> array, or one array for a one-input model).
 
     Returns the graph outputs by name, in graph order; with `return_context` every tensor
-    computed on the node-by-node path (ORT-run graphs give only their outputs)."""
+    computed on the node-by-node path (ORT-run graphs give only their outputs).
+
+    A software graph with a fixed batch B (`static_batch`) fed another multiple of B rows
+    runs in chunks of B. B = 1 is first tried whole: batch-1 constants broadcast over the
+    rows in most exports (Brevitas', flimcc.load's binding of a symbolic batch), and a
+    node-by-node run per row is slow; where they do not (a Scan state, a GRU's initial_h),
+    the run fails and falls back to chunks."""
     feeds = _normalize_inputs(model, inputs)
     out_names = [o.name for o in model.graph.output]
+    rows = {int(np.shape(v)[0]) for v in feeds.values() if np.ndim(v)}
+    n = rows.pop() if len(rows) == 1 else 0
+    b = static_batch(model) if n and not return_context else None
+    if b and n != b and n % b == 0:
+        if b == 1:
+            try:
+                return _execute(model, feeds, out_names, return_context)
+            except Exception:  # noqa: BLE001 - any failure of the whole batch: run row by row
+                pass
+        parts = [_execute(model, {k: v[i:i + b] for k, v in feeds.items()}, out_names, False) for i in range(0, n, b)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in out_names}
+    return _execute(model, feeds, out_names, return_context)
+
+
+def _execute(model: ModelWrapper, feeds: dict, out_names: list[str], return_context: bool) -> dict[str, np.ndarray]:
     if is_standard_graph(model.graph):
         result = run_ort(model.model, feeds)
         return {n: result[n] for n in out_names} if not return_context else {**feeds, **result}

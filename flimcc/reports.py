@@ -30,7 +30,7 @@ from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
 from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys, op_and_param_counts
 from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-from flimcc.hw.layout import is_finn_hw, loop_nodes
+from flimcc.layout import is_finn_hw, loop_nodes
 
 LOOP_BODIES = "estimate_loop_bodies.json"
 CYCLES = "estimate_layer_cycles.json"

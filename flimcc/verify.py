@@ -18,7 +18,7 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
 from .errors import FlimccError
-from .execute import execute, graph_input_names, is_standard_graph
+from .execute import execute, graph_input_names, is_standard_graph, static_batch
 from .quant_ops import QUANT_OPS, QuantToStandardOps
 
 #: Inputs are drawn from [0, 1): the models take peak-normalised decay curves.
@@ -29,6 +29,9 @@ def make_inputs(model: ModelWrapper, samples: int = 16, seed: int = 0) -> dict[s
     """A deterministic input set shaped from the model: axis 0 (the batch) gets `samples`
     rows; integer-annotated inputs are drawn from their DataType's range."""
     rng = np.random.default_rng(seed)
+    batch = static_batch(model)
+    if batch and samples % batch:  # a fixed-batch model runs in chunks of its batch
+        samples += batch - samples % batch
     feeds = {}
     for name in graph_input_names(model):
         shape = list(model.get_tensor_shape(name))

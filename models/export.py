@@ -120,7 +120,7 @@ def check_export(model: nn.Module, path: str | os.PathLike, x: np.ndarray) -> Ex
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluate import make_test_set
+    from .test_set import make_test_set
     from .train import load_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m flimcc.models.export", description=__doc__.split("\n\n")[0])

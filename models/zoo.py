@@ -11,7 +11,7 @@ bit width, training data, training cost, accuracy, export check)::
 A trained checkpoint becomes a zoo entry with
 ``python -m flimcc.models.zoo ship CHECKPOINT NAME [--check N]``, which exports it, checks
 the file against PyTorch on N test decays, measures accuracy on the test set of
-:mod:`flimcc.models.evaluate` and writes the card and ``README.md``.
+:mod:`flimcc.models.test_set` and writes the card and ``README.md``.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
     """Export ``checkpoint`` as zoo model ``name`` and write its card; returns the card."""
     import torch
 
-    from .evaluate import TEST_SEED, make_test_set
     from .export import OPSET, check_export, export
     from .lifetimes import evaluate
     from .seq2seq import count_parameters
+    from .test_set import TEST_SEED, make_test_set
     from .train import SUMMARY, TRAIN_SEED, VAL_SEED, load_checkpoint, predict
 
     model, config, ckpt = load_checkpoint(checkpoint)

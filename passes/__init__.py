@@ -1,6 +1,6 @@
 """flimcc's passes, one per module; importing this package registers them all.
 
-Each module holds one qonnx `Transformation` subclass of `flimcc.pipeline.Pass`, named
+Each module holds one qonnx `Transformation` subclass of `flimcc.passbase.Pass`, named
 for what it does, registered under its kebab-case pipeline name.
 """
 

@@ -17,8 +17,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from flimcc.errors import FlimccError
 from flimcc.hw import cost
-from flimcc.hw.layout import loop_nodes, rebatch_graph
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.layout import loop_nodes, rebatch_graph
+from flimcc.passbase import Contract, Option, Pass, register
 
 PIXELS_KEY = "flimcc.pixels"
 

@@ -3,7 +3,7 @@
 from qonnx.transformation.infer_datatypes import InferDataTypes
 
 from flimcc.ir import canonicalize as canonicalize_model
-from flimcc.pipeline import Contract, Pass, register
+from flimcc.passbase import Contract, Pass, register
 
 
 @register

@@ -31,8 +31,8 @@ from qonnx.custom_op.registry import getCustomOp
 
 from flimcc.errors import FlimccError
 from flimcc.hw import cost
-from flimcc.hw.layout import hw_nodes, loop_nodes
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.layout import hw_nodes, loop_nodes
+from flimcc.passbase import Contract, Option, Pass, register
 
 PIXELS_KEY = "flimcc.pixels"
 

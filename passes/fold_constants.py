@@ -2,7 +2,7 @@
 
 from qonnx.transformation.fold_constants import FoldConstants as QonnxFoldConstants
 
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.passbase import Contract, Option, Pass, register
 
 
 @register

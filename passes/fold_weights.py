@@ -20,7 +20,7 @@ from qonnx.util.basic import qonnx_make_model
 from flimcc.errors import UnsupportedError
 from flimcc.execute import run_ort
 from flimcc.ir import opset as model_opset
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.passbase import Contract, Option, Pass, register
 
 from .quantize import (
     QUANT_OPS, NameScope, consumers, free_names, initializers, map_graphs, producers, scan_state_count,

@@ -17,7 +17,7 @@ on the top graph and on each loop body. flimcc adds what they lack:
   ``zero_init`` flag instead of an input, and a constant per-step input whose steps are all equal (the decoder's
   folded zero-input projection) moves into the body as a constant operand;
 * layouts FINN executes: sequences ``(T, B, C)`` become 4-D ``(1, T, B, C)`` streams and
-  states/bodies stay 2-D (see :mod:`flimcc.hw.layout`);
+  states/bodies stay 2-D (see :mod:`flimcc.layout`);
 * the hardware region is made contiguous: chains of shape ops that add and drop unit axes
   are bypassed, and a transpose feeding per-vector work (matrix products and elementwise
   ops with per-channel constants) moves past it to the tail, where it stays in software.
@@ -45,9 +45,8 @@ from qonnx.transformation.infer_shapes import InferShapes
 from flimcc.analysis import check_integer_graph
 from flimcc.errors import FlimccError, UnsupportedError
 from flimcc.hw import DOMAIN as LOOP_DOMAIN
-from flimcc.hw.layout import FINN_ABSTRACT_DOMAIN, FINN_HW_DOMAINS, give_unique_names
-from flimcc.hw.recurrent_loop import body_model
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.layout import FINN_ABSTRACT_DOMAIN, FINN_HW_DOMAINS, body_model, give_unique_names
+from flimcc.passbase import Contract, Option, Pass, register
 
 #: Requantizations to this many output bits or more become FINN Requant (multiply-add)
 #: instead of Thresholding (2^bits - 1 comparisons) when exactly equal (thresholds_to_requant).

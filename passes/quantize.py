@@ -23,7 +23,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import qonnx_make_model
 
 from flimcc.errors import FlimccError, UnsupportedError
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.passbase import Contract, Option, Pass, register
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 #: Every qonnx quantizer op: a model holding any of them is already quantized.

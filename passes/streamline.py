@@ -38,7 +38,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from flimcc.errors import UnsupportedError
 from flimcc.execute import _run_standard_node, run_ort
 from flimcc.ir import canonicalize
-from flimcc.pipeline import Contract, Pass, register
+from flimcc.passbase import Contract, Pass, register
 from flimcc.thresholds import ROUNDING, QuantSpec, activation_thresholds
 
 QONNX_DOMAIN = "qonnx.custom_op.general"

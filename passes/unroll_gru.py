@@ -16,7 +16,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from flimcc.errors import UnsupportedError
 from flimcc.ir import opset as model_opset
-from flimcc.pipeline import Contract, Option, Pass, register
+from flimcc.passbase import Contract, Option, Pass, register
 
 #: Scan-9 (scan axes and directions), Where-9 and integer Less-9 are the oldest forms used.
 MIN_OPSET = 9

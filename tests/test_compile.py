@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 import flimcc
 from flimcc.errors import FlimccError
 from flimcc.hw import cost
-from flimcc.hw.layout import FINN_HW_DOMAINS, LOOP_DOMAIN, hw_nodes, loop_nodes
+from flimcc.layout import FINN_HW_DOMAINS, LOOP_DOMAIN, hw_nodes, loop_nodes
 from flimcc.pipeline import Pipeline
 from flimcc.targets import get_target
 
@@ -111,7 +111,7 @@ def test_fold_refuses_when_nothing_fits(lowered):
 def test_plan_memory_inserts_loop_fifos_and_stays_exact(folded):
     run = Pipeline.parse("plan-memory").run(folded[0.85].model, verify=True, samples=8)
     assert run.report.stages[-1].vs_previous.bit_exact
-    from flimcc.hw.layout import all_node_names
+    from flimcc.layout import all_node_names
 
     names = all_node_names(run.model)
     assert len(names) == len(set(names))  # the FIFOs too are named uniquely model-wide

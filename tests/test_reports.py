@@ -14,7 +14,7 @@ from qonnx.util.basic import qonnx_make_model
 
 import flimcc
 import flimcc.hw  # noqa: F401  (registers RecurrentLoop)
-from flimcc.hw.layout import hw_nodes, loop_nodes
+from flimcc.layout import hw_nodes, loop_nodes
 from flimcc.pipeline import Pipeline
 from flimcc.reports import REPORT_FILES, estimate_reports, write_reports
 
@@ -99,7 +99,7 @@ def test_loop_entries_equal_loop_methods(hw_model, reports):
 def test_body_nodes_equal_finn_estimates_and_names_are_unique(hw_model, reports):
     """Every loop-body node is reported under its model-wide unique name with FINN's own
     estimate of that node (cycles per iteration)."""
-    from flimcc.hw.layout import all_node_names
+    from flimcc.layout import all_node_names
 
     names = all_node_names(hw_model)
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -19,7 +19,8 @@ import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
-from flimcc.hw.layout import FINN_HW_DOMAINS, for_each_graph, hw_nodes, loop_nodes
+from flimcc.hw.fifos import insert_loop_fifos
+from flimcc.layout import FINN_HW_DOMAINS, for_each_graph, hw_nodes, loop_nodes
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 
@@ -259,8 +260,6 @@ def lut_multipliers(model: ModelWrapper) -> int:
 def planned_resources(model: ModelWrapper, fpgapart: str, p: int) -> dict[str, float]:
     """Resources once plan-memory has put its FIFOs into the loop bodies (on a copy)."""
     import copy as _copy
-
-    from flimcc.passes.plan_memory import insert_loop_fifos
 
     planned = ModelWrapper(_copy.deepcopy(model.model))
     for _, inst in loop_nodes(planned):

@@ -42,19 +42,15 @@ import numpy as np
 import onnx
 from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.util.basic import get_by_name, qonnx_make_model
+from qonnx.util.basic import get_by_name
 
 from finn.custom_op.fpgadataflow.hwcustomop import HWCustomOp
 
+from flimcc.execute import prepare_nodes
+from flimcc.layout import body_model, hw_nodes, rebatch
+
 #: Per-step loop-control overhead in cycles (FINNLoop's constant in finn-plus).
 DEFAULT_STEP_OVERHEAD = 40
-
-
-def body_model(graph: onnx.GraphProto, opset: int = 17) -> ModelWrapper:
-    """A standalone model of a body graph (a copy), so FINN analyses can run on it."""
-    g = onnx.GraphProto()
-    g.CopyFrom(graph)
-    return ModelWrapper(qonnx_make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
 
 
 class RecurrentLoop(HWCustomOp):
@@ -204,7 +200,6 @@ class RecurrentLoop(HWCustomOp):
 
     # -- execution ------------------------------------------------------------------------
     def execute_node(self, context, graph):
-        from flimcc.execute import prepare_nodes
 
         node = self.onnx_node
         body = self.body()
@@ -250,7 +245,6 @@ class RecurrentLoop(HWCustomOp):
         from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
         from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
 
-        from flimcc.hw.layout import rebatch
 
         body = self.body()
         if any(body.get_tensor_shape(i.name)[0] != 1 for i in body.graph.input):
@@ -304,7 +298,6 @@ class RecurrentLoop(HWCustomOp):
     def get_op_and_param_counts(self):
         from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
 
-        from flimcc.hw.layout import hw_nodes
 
         body = self.body()
         t_steps = self.get_nodeattr("iterations")

@@ -14,13 +14,22 @@ import copy
 from collections.abc import Iterator
 
 import onnx
+from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.util.basic import qonnx_make_model
 
 FINN_HW_DOMAINS = ("finn.custom_op.fpgadataflow.hls", "finn.custom_op.fpgadataflow.rtl")
 FINN_ABSTRACT_DOMAIN = "finn.custom_op.fpgadataflow"
 LOOP_DOMAIN = "flimcc.hw"
+
+
+def body_model(graph: onnx.GraphProto, opset: int = 17) -> ModelWrapper:
+    """A standalone model of a body graph (a copy), so FINN analyses can run on it."""
+    g = onnx.GraphProto()
+    g.CopyFrom(graph)
+    return ModelWrapper(qonnx_make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
 
 
 def is_finn_hw(node: onnx.NodeProto) -> bool:
@@ -177,8 +186,6 @@ def _reshape_tensors(graph_model: ModelWrapper, n: int) -> bool:
 
 def rebatch_graph(model: ModelWrapper, n: int, input_axis: dict[str, int] | None = None) -> ModelWrapper:
     """Set the pixel batch of `model` (modified in place, returned) to n."""
-    from flimcc.hw.recurrent_loop import body_model
-
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     for vi in graph.input:
