@@ -182,7 +182,7 @@ def _fix_missing_initializer_valueinfo(model: ModelWrapper) -> None:
             visit(o)
 
 
-def _wrap(proto: onnx.ModelProto) -> ModelWrapper:
+def wrap(proto: onnx.ModelProto) -> ModelWrapper:
     """`ModelWrapper(proto)`, with its initializer-ValueInfo fix done in linear time."""
     model = ModelWrapper(proto, fix_missing_initializer_valueinfo=False)
     _fix_missing_initializer_valueinfo(model)
@@ -201,16 +201,28 @@ def _infer_shapes(model: ModelWrapper) -> ModelWrapper:
     model = copy.deepcopy(model)  # transform(make_deepcopy=True)
     nodes = model.graph.node
     hidden: list[tuple[int, onnx.NodeProto, onnx.NodeProto]] = []
+    elem_types: dict[str, int] | None = None
     for k in range(len(nodes)):
         node = nodes[k]
         if is_custom_op(node.domain):
-            compatible = _make_shape_compatible_op(node, model)
+            if node.op_type in ("Quant", "IntQuant") and node.domain.startswith("qonnx"):
+                # qonnx's IntQuant.make_shape_compatible_op (a Cast to the output's declared
+                # type), without its per-node scan of every value info (quadratic on QAT exports)
+                if elem_types is None:
+                    g = model.graph
+                    elem_types = {}
+                    for vi in list(g.input) + list(g.output) + list(g.value_info):
+                        elem_types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+                compatible = oh.make_node("Cast", [node.input[0]], [node.output[0]],
+                                                   to=int(elem_types.get(node.output[0], onnx.TensorProto.FLOAT)))
+            else:
+                compatible = _make_shape_compatible_op(node, model)
             compatible.name = node.name
             original = onnx.NodeProto()
             original.CopyFrom(node)
             node.CopyFrom(compatible)
             hidden.append((k, compatible, original))
-    inferred = _wrap(si.infer_shapes(model.model))
+    inferred = wrap(si.infer_shapes(model.model))
     nodes = inferred.graph.node
     if all(k < len(nodes) and nodes[k] == compatible for k, compatible, _ in hidden):
         for k, _, original in hidden:
@@ -243,13 +255,13 @@ def canonicalize(model: ModelWrapper, dims: Mapping[str, int] | None = None, wha
         # shape functions check their inputs against node attributes, so re-inference from
         # the graph input would fail on the first node whose neighbours ONNX cannot infer.
         name_nodes(proto.graph)
-        return _wrap(proto)
+        return wrap(proto)
     _bind_dims(proto.graph, dims or {}, what, batch)
     name_nodes(proto.graph)
     try:
         # Data propagation resolves shapes computed from shapes (Shape -> ConstantOfShape, as
         # exporters write `zeros_like`); qonnx's pass then covers qonnx/FINN custom ops.
-        model = _wrap(onnx.shape_inference.infer_shapes(proto, data_prop=True))
+        model = wrap(onnx.shape_inference.infer_shapes(proto, data_prop=True))
     except Exception:  # noqa: BLE001 - qonnx's inference below reports the problem
         pass
     try:
@@ -285,7 +297,7 @@ def load(source: ModelSource, dims: Mapping[str, int] | None = None, check: bool
             raise ModelLoadError(f"{what}: fails the ONNX checker: {_first_line(e)}") from None
     if opset(proto) is None:
         raise ModelLoadError(f"{what}: imports no default-domain (ai.onnx) opset")
-    return canonicalize(_wrap(proto), dims, what, batch)
+    return canonicalize(wrap(proto), dims, what, batch)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:

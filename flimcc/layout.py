@@ -20,6 +20,8 @@ from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import qonnx_make_model
 
+from flimcc.ir import wrap
+
 FINN_HW_DOMAINS = ("finn.custom_op.fpgadataflow.hls", "finn.custom_op.fpgadataflow.rtl")
 FINN_ABSTRACT_DOMAIN = "finn.custom_op.fpgadataflow"
 LOOP_DOMAIN = "flimcc.hw"
@@ -29,7 +31,9 @@ def body_model(graph: onnx.GraphProto, opset: int = 17) -> ModelWrapper:
     """A standalone model of a body graph (a copy), so FINN analyses can run on it."""
     g = onnx.GraphProto()
     g.CopyFrom(graph)
-    return ModelWrapper(qonnx_make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
+    # flimcc.ir.wrap: qonnx's constructor with its value-info fix in linear time (fold builds
+    # body models thousands of times; the constructor's own check dominated the compile)
+    return wrap(qonnx_make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
 
 
 def is_finn_hw(node: onnx.NodeProto) -> bool:

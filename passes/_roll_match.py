@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 
 from flimcc.errors import UnsupportedError
 
-from .quantize import all_names, free_names, subgraph_attrs
+from .quantize import NameScope, all_names, free_names, subgraph_attrs
 
 ONNX_DOMAINS = ("", "ai.onnx")
 #: Ops that only move data: they commute with an elementwise per-tensor quantizer.
@@ -257,7 +257,7 @@ def _time_slices(graph: onnx.GraphProto, opset: int) -> bool:
             continue
         changed = True
         for out, k, axis in reads:
-            index = _Names(taken)(f"{out}/time_index")
+            index = NameScope(taken=taken)(f"{out}/time_index")
             new_inits.append(numpy_helper.from_array(np.array([k], np.int64), index))
             new_nodes.append(helper.make_node("Gather", [node.input[0], index], [out], name=f"{node.name}/{k}",
                                               axis=axis))
@@ -657,16 +657,3 @@ def _standard_body(ix: _Index, tmpl: _Template) -> bool:
         if not all(standard(k[1]) for k in tmpl.inputs[oid] if k[0] == "const"):
             return False
     return True
-
-
-class _Names:
-    def __init__(self, taken: set[str]) -> None:
-        self.taken = taken
-
-    def __call__(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.taken:
-            k += 1
-            name = f"{base}_{k}"
-        self.taken.add(name)
-        return name

@@ -3,14 +3,14 @@ constants copied into it, the reads of its outputs). See `flimcc.passes.roll_loo
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from flimcc.execute import run_ort
 
-from ._roll_match import _MOVEMENT_OPS, _WEIGHT_QUANTS, ONNX_DOMAINS, _attr, _Chain, _Index, _Names, _Orbits
+from ._roll_match import _MOVEMENT_OPS, _WEIGHT_QUANTS, ONNX_DOMAINS, _attr, _Chain, _Index, _Orbits
+from .quantize import NameScope
 
 
 
@@ -37,7 +37,7 @@ def _value_info(name: str, elem: int, shape: list | None) -> onnx.ValueInfoProto
 class _Writer:
     """Builds the Scan of one chain and the main-graph nodes around it."""
 
-    def __init__(self, ix: _Index, orbits: _Orbits, chain: _Chain, names: _Names,
+    def __init__(self, ix: _Index, orbits: _Orbits, chain: _Chain, names: NameScope,
                  opsets: list[onnx.OperatorSetIdProto], datatypes: dict[str, str]) -> None:
         self.ix, self.orbits, self.chain, self.names = ix, orbits, chain, names
         self.opsets = [op for op in opsets if op.domain in ONNX_DOMAINS]

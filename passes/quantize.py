@@ -111,10 +111,11 @@ def all_names(graph: onnx.GraphProto) -> set[str]:
 
 
 class NameScope:
-    """Hands out names not yet used in a graph: `base`, else `base_1`, `base_2`, ..."""
+    """Hands out names not yet used in a graph: `base`, else `base_1`, `base_2`, ...
+    (`taken`: a set of used names to share and extend instead of the graph's)."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.taken = all_names(graph)
+    def __init__(self, graph: onnx.GraphProto | None = None, taken: set[str] | None = None) -> None:
+        self.taken = taken if taken is not None else all_names(graph)
 
     def __call__(self, base: str) -> str:
         name, k = base, 0

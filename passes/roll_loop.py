@@ -80,10 +80,10 @@ from flimcc.analysis import datatype_annotations
 from flimcc.errors import UnsupportedError
 from flimcc.passbase import Contract, Option, Pass, register
 
-from ._roll_match import (ONNX_DOMAINS, _Chain, _Index, _match, _Names, _NoMatch, _NotRecurrence, _Orbits, _reads,
+from ._roll_match import (ONNX_DOMAINS, _Chain, _Index, _match, _NoMatch, _NotRecurrence, _Orbits, _reads,
                           _seeds, _shift_map, _time_slices, _topological)
 from ._roll_write import _Writer
-from .quantize import all_names, free_names, subgraph_attrs
+from .quantize import NameScope, all_names, free_names, subgraph_attrs
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class RollLoop(Pass):
 
     def _rewrite(self, model: ModelWrapper, ix: _Index, orbits: _Orbits, chains: list[_Chain]) -> ModelWrapper:
         graph = model.graph
-        names = _Names(all_names(graph))
+        names = NameScope(taken=all_names(graph))
         datatypes = datatype_annotations(graph)
         removed: set[int] = set()
         placed: list[tuple[float, onnx.NodeProto]] = []

@@ -72,12 +72,12 @@ def test_linear_time_helpers_match_qonnx(source, request):
         assert any(n.op_type == "Quant" for n in proto.graph.node)
 
     # ModelWrapper(proto): its constructor adds ValueInfo for referenced initializers
-    assert ir._wrap(_copy(proto)).model.SerializeToString() == ModelWrapper(_copy(proto)).model.SerializeToString()
+    assert ir.wrap(_copy(proto)).model.SerializeToString() == ModelWrapper(_copy(proto)).model.SerializeToString()
 
     # model.transform(InferShapes(), cleanup=False), after ONNX's own inference as in canonicalize
     ir.name_nodes(proto.graph)
     inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    ours = ir._infer_shapes(ir._wrap(_copy(inferred)))
+    ours = ir._infer_shapes(ir.wrap(_copy(inferred)))
     theirs = ModelWrapper(_copy(inferred)).transform(InferShapes(), cleanup=False)
     assert ours.model.SerializeToString() == theirs.model.SerializeToString()
     assert [n.op_type for n in ours.graph.node] == [n.op_type for n in proto.graph.node]
