@@ -95,8 +95,9 @@ def main(argv=None) -> None:
     for spec in args.models.split(","):
         zoo_name, _, bits = spec.partition(":")
         bits = int(bits or 8)
-        name = f"{zoo_name} ({bits}-bit)"
         path = zoo.path(zoo_name)
+        qat = any(n.op_type in ("Quant", "IntQuant") for n in flimcc.load(path).graph.node)
+        name = f"{zoo_name} ({'QAT' if qat else f'{bits}-bit PTQ'})"
         t0 = time.perf_counter()
         try:
             s = compile_model(path, args.target, Path(args.out) / f"{zoo_name}-{bits}b-{args.target}",
