@@ -41,14 +41,43 @@ def _thresholding(c=8, pe=2, n=6, steps=15, seed=0) -> ModelWrapper:
 def _run_node(m: ModelWrapper, x: np.ndarray, tmp_path, **kw):
     node = m.graph.node[0]
     inst = getCustomOp(node)
-    files = generate_node_hdl(m, node, tmp_path, PART, 10.0)
+    hdl = generate_node_hdl(m, node, tmp_path, PART, 10.0)
     iw, ow = inst.get_instream_width_padded(), inst.get_outstream_width_padded()
     beats = stream_beats(x, inst.get_input_datatype(0), inst.get_folded_input_shape(0), iw)
     out = Stream("out0_V", ow, int(np.prod(inst.get_folded_output_shape()[:-1])))
-    res = simulate(files, inst.get_nodeattr("gen_top_module"), {Stream("in0_V", iw, len(beats)): beats}, [out],
-                   tmp_path, **kw)
+    res = simulate(hdl.files, hdl.top, {Stream("in0_V", iw, len(beats)): beats}, [out], tmp_path, **kw)
     y = beats_to_array(res.outputs["out0_V"], inst.get_output_datatype(), inst.get_folded_output_shape(), ow)
-    return y.reshape(x.shape), res, inst
+    return y.reshape(x.shape[0], -1), res, inst
+
+
+def _mvau(mw=16, mh=8, n=4, simd=4, pe=2, seed=0) -> ModelWrapper:
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+
+    w = np.random.default_rng(seed).integers(-128, 128, size=(mw, mh)).astype(np.float32)
+    node = helper.make_node("MVAU_rtl", ["x", "w"], ["y"], name="MVAU_rtl_0", domain="finn.custom_op.fpgadataflow.rtl",
+                            backend="fpgadataflow", MW=mw, MH=mh, SIMD=simd, PE=pe, inputDataType="INT8",
+                            weightDataType="INT8", outputDataType="INT32", accDataType="INT32", noActivation=1,
+                            mem_mode="internal_decoupled", numInputVectors=[n], binaryXnorMode=0, ActVal=0)
+    g = helper.make_graph([node], "mvau", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, mw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, mh])],
+                          [helper.make_tensor("w", TensorProto.FLOAT, [mw, mh], w.flatten())])
+    m = ModelWrapper(qonnx_make_model(g))
+    for t, dt in (("x", "INT8"), ("w", "INT8"), ("y", "INT32")):
+        m.set_tensor_datatype(t, DataType[dt])
+    return m.transform(MinimizeAccumulatorWidth())
+
+
+@pytest.mark.parametrize("gap,stall", [(0, 0), (30, 30)])
+def test_mvau_rtl_with_its_weight_memstream_is_bit_exact(tmp_path, gap, stall):
+    """FINN's RTL matrix unit (behavioural model under Verilator) fed by its memstream, as
+    FINN's IPI connects them; add_multi.sv simulated from a patched copy."""
+    m = _mvau()
+    x = np.random.default_rng(2).integers(-128, 128, size=(4, 16)).astype(np.float32)
+    y, res, inst = _run_node(m, x, tmp_path, gap_percent=gap, stall_percent=stall, seed=5)
+    np.testing.assert_array_equal(y, flimcc.execute(m, {"x": x})["y"])
+    assert "add_multi.sv" in (tmp_path / "SIM_PATCHES.md").read_text()
+    if not gap and not stall:
+        assert inst.get_exp_cycles() <= res.cycles <= inst.get_exp_cycles() + 32
 
 
 @pytest.mark.parametrize("gap,stall", [(0, 0), (30, 30)])
@@ -77,9 +106,9 @@ def test_missing_output_is_reported_as_deadlock(tmp_path):
     m = _thresholding()
     node = m.graph.node[0]
     inst = getCustomOp(node)
-    files = generate_node_hdl(m, node, tmp_path, PART, 10.0)
+    hdl = generate_node_hdl(m, node, tmp_path, PART, 10.0)
     iw, ow = inst.get_instream_width_padded(), inst.get_outstream_width_padded()
     beats = stream_beats(np.zeros((6, 8)), inst.get_input_datatype(0), inst.get_folded_input_shape(0), iw)
     with pytest.raises(SimulatorError, match="out0_V=5"):
-        simulate(files, inst.get_nodeattr("gen_top_module"), {Stream("in0_V", iw, len(beats)): beats},
+        simulate(hdl.files, hdl.top, {Stream("in0_V", iw, len(beats)): beats},
                  [Stream("out0_V", ow, len(beats) + 5)], tmp_path, max_cycles=500)
