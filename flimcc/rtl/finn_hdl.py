@@ -34,7 +34,12 @@ _LEAF_LOADS = """		// Compute the count of decendents for all nodes in the reduc
 		endfunction : init_leaf_loads
 """
 
-#: file name -> [(what, old text, new text)] applied in order to the simulation copy.
+_FIFO_ABITS = "\t// Memory Space Decomposition\n\ttypedef struct {\n\t\tint unsigned  lo;\n\t\tint unsigned  hi;\n\t} abits_t;\n\tfunction abits_t INIT_ABITS();\n\t\tautomatic abits_t  abits = '{ lo: $clog2(DEPTH_REQ), hi: 0 };\n\t\tif(abits.lo > MIN_ABITS) begin\n\t\t\t// Consider Decomposition into lo + hi\n\t\t\tautomatic int unsigned  hi_abits = $clog2(DEPTH_REQ - 2**(abits.lo-1));\n\t\t\tif(hi_abits < abits.lo - 1) begin\n\t\t\t\tabits.lo--;\n\t\t\t\tabits.hi = hi_abits < 1? 1 : hi_abits;\n\t\t\tend\n\t\tend\n\t\treturn  abits;\n\tendfunction : INIT_ABITS\n\tlocalparam abits_t       ABITS      = INIT_ABITS();\n"
+
+_FIFO_ABITS_SIM = '\t// Memory Space Decomposition (flimcc simulation copy: two int functions instead of one\n\t// returning a struct, which Verilator 5.48 rejects as a constant function)\n\tfunction int unsigned INIT_ABITS_LO();\n\t\tautomatic int unsigned  lo = $clog2(DEPTH_REQ);\n\t\tif(lo > MIN_ABITS) begin\n\t\t\tautomatic int unsigned  hi_abits = $clog2(DEPTH_REQ - 2**(lo-1));\n\t\t\tif(hi_abits < lo - 1)  lo--;\n\t\tend\n\t\treturn  lo;\n\tendfunction : INIT_ABITS_LO\n\tfunction int unsigned INIT_ABITS_HI();\n\t\tautomatic int unsigned  lo = $clog2(DEPTH_REQ);\n\t\tautomatic int unsigned  hi = 0;\n\t\tif(lo > MIN_ABITS) begin\n\t\t\tautomatic int unsigned  hi_abits = $clog2(DEPTH_REQ - 2**(lo-1));\n\t\t\tif(hi_abits < lo - 1)  hi = hi_abits < 1? 1 : hi_abits;\n\t\tend\n\t\treturn  hi;\n\tendfunction : INIT_ABITS_HI\n\tlocalparam int unsigned  ABITS_LO = INIT_ABITS_LO();\n\tlocalparam int unsigned  ABITS_HI = INIT_ABITS_HI();\n'
+
+#: file name -> [(what, old text, new text)] applied in order to the simulation copy
+#: (every occurrence of the old text is replaced).
 SIM_PATCHES: dict[str, list[tuple[str, str, str]]] = {
     "add_multi.sv": [
         ("the constant function init_leaf_loads() and its typedef move from the generate block to module "
@@ -42,6 +47,13 @@ SIM_PATCHES: dict[str, list[tuple[str, str, str]]] = {
          _LEAF_LOADS, ""),
         ("(the same patch: where they go)", "\tuwire [SUM_WIDTH-1:0]  sum0;\n",
          _LEAF_LOADS.replace("\t\t", "\t") + "\tuwire [SUM_WIDTH-1:0]  sum0;\n"),
+    ],
+    "fifo.sv": [
+        ("the constant function INIT_ABITS() returning a struct {lo, hi} becomes two int functions "
+         "INIT_ABITS_LO/HI with the same arithmetic (Verilator 5.48 rejects struct constant functions)",
+         _FIFO_ABITS, _FIFO_ABITS_SIM),
+        ("(the same patch: its uses)", "ABITS.lo", "ABITS_LO"),
+        ("(the same patch: its uses)", "ABITS.hi", "ABITS_HI"),
     ],
 }
 
