@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from .diff import diff
 from .errors import FlimccError
 from .execute import execute
-from . import multithreshold_executor, scan_executor  # noqa: F401  - register executors
+from . import hw, multithreshold_executor, scan_executor  # noqa: F401  - register ops and executors
 from .ir import load, save
 from .pipeline import Contract, Option, Pass, Pipeline, register
 

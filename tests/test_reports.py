@@ -115,7 +115,7 @@ def test_network_performance_fixture_by_hand(hw_model, reports):
     branches -> encoder loop -> decoder loop -> dense MVAU -> Mul -> Add."""
     c = reports["estimate_layer_cycles.json"]
     branch = max(c[f"MVAU_rtl_{i}"] + c[f"ElementwiseAdd_hls_{i}"] for i in range(3))
-    critical = (c["DuplicateStreams_hls_0"] + branch + c["RecurrentLoop_0"] + c["RecurrentLoop_1"]
+    critical = (c["DuplicateStreams_rtl_0"] + branch + c["RecurrentLoop_0"] + c["RecurrentLoop_1"]
                 + c["MVAU_rtl_3"] + c["ElementwiseMul_hls_0"] + c["ElementwiseAdd_hls_3"])
     top = {n.name for n in hw_model.graph.node}
     slowest = max((k for k in c if k in top), key=c.get)

@@ -131,3 +131,88 @@ def test_streaming_fifo_rtl_passes_every_beat(tmp_path, depth):
     y, _, _ = _run_node(m, x, tmp_path, gap_percent=20, stall_percent=40, seed=7)
     np.testing.assert_array_equal(y, x)
     assert "fifo.sv" in (tmp_path / "SIM_PATCHES.md").read_text()
+
+
+def _multi_output(op_type, attrs, n, c, outs, dtype="INT8"):
+    node = helper.make_node(op_type, ["x"], [f"y{k}" for k in range(len(outs))], name=f"{op_type}_0",
+                            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", inputDataType=dtype,
+                            numInputVectors=[n], **attrs)
+    g = helper.make_graph([node], "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c])],
+                          [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [n, w]) for k, w in enumerate(outs)])
+    m = ModelWrapper(qonnx_make_model(g))
+    for t in ["x"] + [f"y{k}" for k in range(len(outs))]:
+        m.set_tensor_datatype(t, DataType[dtype])
+    return m
+
+
+@pytest.mark.parametrize("op_type,attrs,outs", [
+    ("DuplicateStreams_rtl", {"NumChannels": 8, "PE": 2, "NumOutputStreams": 3}, [8, 8, 8]),
+    ("StreamingSplit_rtl", {"SIMD": 2, "ChannelsPerStream": [4, 2, 6]}, [4, 2, 6]),
+])
+def test_flimcc_stream_ops_are_bit_exact_under_backpressure(tmp_path, op_type, attrs, outs):
+    """flimcc's own RTL fork and split (FINN has only HLS ones): each output stream equals
+    FINN's Python execution, whatever the consumers' pace."""
+    import flimcc.hw  # noqa: F401 - registers the ops in FINN's RTL domain
+
+    n, c = 10, sum(outs) if op_type == "StreamingSplit_rtl" else 8
+    m = _multi_output(op_type, attrs, n, c, outs)
+    node = m.graph.node[0]
+    inst = getCustomOp(node)
+    x = np.random.default_rng(6).integers(-128, 128, size=(n, c)).astype(np.float32)
+    want = flimcc.execute(m, {"x": x})
+    hdl = generate_node_hdl(m, node, tmp_path, PART, 10.0)
+    iw = inst.get_instream_width_padded()
+    beats = stream_beats(x, inst.get_input_datatype(0), inst.get_folded_input_shape(0), iw)
+    streams = [Stream(f"out{k}_V", inst.get_outstream_width_padded(k), int(np.prod(inst.get_folded_output_shape(k)[:-1])))
+               for k in range(len(outs))]
+    res = simulate(hdl.files, hdl.top, {Stream("in0_V", iw, len(beats)): beats}, streams, tmp_path,
+                   gap_percent=25, stall_percent=50, seed=11)
+    for k, s in enumerate(streams):
+        got = beats_to_array(res.outputs[s.port], inst.get_output_datatype(k), inst.get_folded_output_shape(k), s.width)
+        np.testing.assert_array_equal(got.reshape(n, -1), want[f"y{k}"], err_msg=s.port)
+    assert inst.lut_estimation(PART) > 0 and inst.bram_estimation(PART) == 0 and inst.dsp_estimation(PART) == 0
+
+
+def test_stitched_chain_is_bit_exact(tmp_path):
+    """MVAU_rtl -> Thresholding_rtl stitched into one module (a loop body's matrix and
+    activation), bit-exact with flimcc's execution of the graph under backpressure."""
+    from flimcc.rtl.stitch import stitch
+
+    mv = _mvau(mw=16, mh=8, n=5, simd=4, pe=2)
+    acc = mv.get_tensor_datatype("y")
+    rng = np.random.default_rng(9)
+    thr = np.sort(rng.integers(acc.min() // 64, acc.max() // 64, size=(8, 15)), axis=1).astype(np.float32)
+    mt = helper.make_node("Thresholding_rtl", ["y", "t"], ["z"], name="Thresholding_rtl_0",
+                          domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", NumChannels=8, PE=2,
+                          numSteps=15, inputDataType=acc.name, weightDataType=acc.name, outputDataType="UINT4",
+                          numInputVectors=[5], ActVal=0)
+    mv.graph.node.append(mt)
+    mv.graph.output[0].CopyFrom(helper.make_tensor_value_info("z", TensorProto.FLOAT, [5, 8]))
+    mv.set_tensor_shape("y", [5, 8])
+    mv.set_initializer("t", thr)
+    mv.set_tensor_datatype("t", acc)
+    mv.set_tensor_datatype("z", DataType["UINT4"])
+    m = round_thresholds(mv)
+    x = rng.integers(-128, 128, size=(5, 16)).astype(np.float32)
+    want = flimcc.execute(m, {"x": x})["z"]
+    hdl = stitch(m, tmp_path, PART, 10.0, top="chain")
+    first, last = getCustomOp(m.graph.node[0]), getCustomOp(m.graph.node[1])
+    iw, ow = first.get_instream_width_padded(), last.get_outstream_width_padded()
+    beats = stream_beats(x, first.get_input_datatype(0), first.get_folded_input_shape(0), iw)
+    res = simulate(hdl.files, "chain", {Stream("in0_V", iw, len(beats)): beats},
+                   [Stream("out0_V", ow, int(np.prod(last.get_folded_output_shape()[:-1])))], tmp_path,
+                   gap_percent=20, stall_percent=30, seed=2)
+    got = beats_to_array(res.outputs["out0_V"], last.get_output_datatype(), last.get_folded_output_shape(), ow)
+    np.testing.assert_array_equal(got.reshape(5, 8), want)
+    assert len(np.unique(want)) > 3  # thresholds that bite: many levels reached
+
+
+def test_stitch_refuses_a_node_without_rtl(tmp_path):
+    from flimcc.errors import UnsupportedError
+    from flimcc.rtl.stitch import stitch
+
+    m = _multi_output("DuplicateStreams_hls", {"NumChannels": 8, "PE": 2, "NumOutputStreams": 2}, 4, 8, [8, 8])
+    m.graph.node[0].domain = "finn.custom_op.fpgadataflow.hls"
+    m.graph.node[0].name = "DuplicateStreams_hls_7"
+    with pytest.raises(UnsupportedError, match="'DuplicateStreams_hls_7' .* has no RTL"):
+        stitch(m, tmp_path, PART, 10.0, top="t")

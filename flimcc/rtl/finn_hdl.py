@@ -118,6 +118,8 @@ def generate_node_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, c
         if dst not in files:
             files.append(dst)
     if decoupled:  # what FINN's Vivado IPI does: the weight memstream feeds in1_V
+        # one folder holds many nodes: each memstream reads its own weight file
+        os.replace(out_dir / "memblock.dat", out_dir / f"{node.name}_memblock.dat")
         shell = out_dir / f"{node.name}_node.sv"
         shell.write_text(_MEMSTREAM_SHELL.format(name=node.name, top=top, w=inst.get_instream_width_padded(1),
                                                  iw=inst.get_instream_width_padded(0),
@@ -137,7 +139,7 @@ module {name}_node (
   output logic [{ow}-1:0] out0_V_TDATA, output logic out0_V_TVALID, input logic out0_V_TREADY
 );
   logic [{w}-1:0] w_tdata; logic w_tvalid, w_tready;
-  {name}_memstream_wrapper #(.INIT_FILE("memblock.dat")) weights (
+  {name}_memstream_wrapper #(.INIT_FILE("{name}_memblock.dat")) weights (
     .ap_clk(ap_clk), .ap_clk2x(ap_clk), .ap_rst_n(ap_rst_n),
     .s_axilite_AWVALID(1'b0), .s_axilite_AWPROT('0), .s_axilite_AWADDR('0), .s_axilite_WVALID(1'b0),
     .s_axilite_WDATA('0), .s_axilite_WSTRB('0), .s_axilite_BREADY(1'b0), .s_axilite_ARVALID(1'b0),
@@ -167,8 +169,12 @@ def _patch(path: Path) -> None:
         text = text.replace(old, new)
         notes.append(f"- `{path.name}`: {what}")
     path.write_text(text)
-    with open(path.parent / "SIM_PATCHES.md", "a") as f:
-        f.write("\n".join(notes) + "\n")
+    listing = path.parent / "SIM_PATCHES.md"
+    if not listing.exists():
+        listing.write_text("# Simulation-only patches of finn-rtllib copies (FINN synthesises the originals)\n\n")
+    if notes[0] not in listing.read_text():
+        with open(listing, "a") as f:
+            f.write("\n".join(notes) + "\n")
 
 
 def stream_beats(values: np.ndarray, dtype, folded_shape, width: int) -> list[int]:
