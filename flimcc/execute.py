@@ -350,9 +350,10 @@ def _hardware_batch(model: ModelWrapper, feeds: dict[str, np.ndarray]) -> ModelW
     """A hardware graph is written for one frame of P pixels and FINN's ops reshape to
     their declared vectors: run it on the caller's batch through a re-batched copy, so each
     node runs once over every pixel."""
-    if not any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
-        return model
-    first = graph_input_names(model)[0]
+    names = graph_input_names(model)
+    if not names or not any(n.domain in FINN_HW_DOMAINS + (LOOP_DOMAIN,) for n in model.graph.node):
+        return model  # no input (a loop from zero states): the declared frame is the batch
+    first = names[0]
     n = int(np.shape(feeds[first])[0])
     if model.get_tensor_shape(first)[0] == n:
         return model

@@ -1,0 +1,146 @@
+"""RTL of a RecurrentLoop: its body stitched from FINN and flimcc RTL nodes, closed by a
+small loop controller per state.
+
+The body (one time step, ``[states, x_t] -> [new states, y_t]``) becomes the module
+``<loop>_body`` (`flimcc.rtl.stitch`); its state outputs already pass through the state
+FIFOs plan-memory put there (the P interleaved hidden states). The loop module ``<loop>``
+adds, for every state k, two switches that count vectors (a vector is F_k beats) over a
+frame of T steps x P pixels:
+
+- the state input of step 0 (the frame's first P vectors) comes from the initial-state
+  stream, or is zero for a ``zero_init`` state; later steps take the fed-back state;
+- the new state of steps 0..T-2 goes back round; that of step T-1 leaves as the final
+  state (or is dropped when nothing reads the final state).
+
+Sequences pass straight through: x_t streams into the body, y_t streams out. Ports follow
+the node: ``in<k>_V`` for its inputs in order, ``out<k>_V`` for its outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from flimcc.rtl.finn_hdl import NodeHDL
+from flimcc.rtl.stitch import stitch
+
+
+def _bits(n: int) -> int:
+    return max(1, math.ceil(math.log2(max(n, 2))))
+
+
+def _state_switch(k: int, w: int, beats: int, vectors_first: int, vectors_frame: int, source: str | None,
+                  final: str | None) -> list[str]:
+    """SystemVerilog of state k's input mux and output demux (see the module docstring).
+    `source`: the loop port of its initial state (None: zero); `final`: the loop port of its
+    final state (None: dropped)."""
+    bb, vb = _bits(beats), _bits(vectors_frame)
+    s = f"s{k}"
+    lines = [
+        f"  // state {k}: {vectors_first} vectors per step, {vectors_frame} per frame, {beats} beats each",
+        f"  logic [{bb - 1}:0] {s}_in_beat, {s}_out_beat; logic [{vb - 1}:0] {s}_in_vec, {s}_out_vec;",
+        f"  wire {s}_first = {s}_in_vec < {vectors_first};",
+        f"  wire {s}_last = {s}_out_vec >= {vectors_frame - vectors_first};",
+    ]
+    if source is None:
+        lines += [f"  assign b_in{k}_TDATA = {s}_first ? '0 : b_out{k}_TDATA;",
+                  f"  assign b_in{k}_TVALID = {s}_first ? 1'b1 : (b_out{k}_TVALID && !{s}_last);"]
+    else:
+        lines += [f"  assign b_in{k}_TDATA = {s}_first ? {source}_TDATA : b_out{k}_TDATA;",
+                  f"  assign b_in{k}_TVALID = {s}_first ? {source}_TVALID : (b_out{k}_TVALID && !{s}_last);",
+                  f"  assign {source}_TREADY = {s}_first && b_in{k}_TREADY;"]
+    fb_ready = f"(!{s}_first && b_in{k}_TREADY)"
+    if final is None:
+        lines.append(f"  assign b_out{k}_TREADY = {s}_last ? 1'b1 : {fb_ready};")
+    else:
+        lines += [f"  assign {final}_TDATA = b_out{k}_TDATA;",
+                  f"  assign {final}_TVALID = b_out{k}_TVALID && {s}_last;",
+                  f"  assign b_out{k}_TREADY = {s}_last ? {final}_TREADY : {fb_ready};"]
+    for side, hs in (("in", f"b_in{k}_TVALID && b_in{k}_TREADY"), ("out", f"b_out{k}_TVALID && b_out{k}_TREADY")):
+        lines += [
+            "  always_ff @(posedge ap_clk) begin",
+            f"    if (!ap_rst_n) begin {s}_{side}_beat <= '0; {s}_{side}_vec <= '0; end",
+            f"    else if ({hs}) begin",
+            f"      if ({s}_{side}_beat == {beats - 1}) begin",
+            f"        {s}_{side}_beat <= '0;",
+            f"        {s}_{side}_vec <= ({s}_{side}_vec == {vectors_frame - 1}) ? '0 : {s}_{side}_vec + 1'b1;",
+            f"      end else {s}_{side}_beat <= {s}_{side}_beat + 1'b1;",
+            "    end",
+            "  end",
+        ]
+    return lines
+
+
+def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float) -> NodeHDL:
+    """Generate the RTL of RecurrentLoop `node` into `out_dir` (module named like the node)."""
+    inst = getCustomOp(node)
+    body = inst.body()
+    name = node.name
+    body_hdl = stitch(body, out_dir, fpgapart, clk_ns, top=f"{name}_body")
+    n_state = inst.get_nodeattr("num_state")
+    t_steps, p = inst.get_nodeattr("iterations"), inst.get_nodeattr("pixels")
+    zero = inst._zero_flags()
+    read = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
+
+    def stream_width(graph_model, tensor, producer_side):
+        for bn in graph_model.graph.node:
+            binst = getCustomOp(bn)
+            if producer_side and tensor in bn.output:
+                k = list(bn.output).index(tensor)
+                return binst.get_outstream_width_padded(k) if len(bn.output) > 1 else binst.get_outstream_width_padded()
+            if not producer_side and tensor in bn.input:
+                return binst.get_instream_width_padded(list(bn.input).index(tensor))
+        raise ValueError(tensor)
+
+    b_in = [i.name for i in body.graph.input if body.get_initializer(i.name) is None]
+    b_out = [o.name for o in body.graph.output]
+    ports, lines, conns = ["  input logic ap_clk, input logic ap_rst_n"], [], [".ap_clk(ap_clk)", ".ap_rst_n(ap_rst_n)"]
+    loop_in = 0
+    sources: list[str | None] = []
+    for k in range(n_state):
+        sources.append(None if zero[k] else f"in{loop_in}_V")
+        loop_in += 0 if zero[k] else 1
+    for k, t in enumerate(b_in):
+        w = stream_width(body, t, producer_side=False)
+        lines.append(f"  logic [{w - 1}:0] b_in{k}_TDATA; logic b_in{k}_TVALID, b_in{k}_TREADY;")
+        conns += [f".in{k}_V_{x}(b_in{k}_{x})" for x in ("TDATA", "TVALID", "TREADY")]
+        if k < n_state and sources[k] is not None:
+            ports.append(f"  input logic [{w - 1}:0] {sources[k]}_TDATA, input logic {sources[k]}_TVALID, "
+                         f"output logic {sources[k]}_TREADY")
+        elif k >= n_state:
+            ports.append(f"  input logic [{w - 1}:0] in{loop_in}_V_TDATA, input logic in{loop_in}_V_TVALID, "
+                         f"output logic in{loop_in}_V_TREADY")
+            lines.append(f"  assign b_in{k}_TDATA = in{loop_in}_V_TDATA; assign b_in{k}_TVALID = in{loop_in}_V_TVALID;"
+                         f" assign in{loop_in}_V_TREADY = b_in{k}_TREADY;")
+            loop_in += 1
+    finals: list[str | None] = []
+    for k, t in enumerate(b_out):
+        w = stream_width(body, t, producer_side=True)
+        lines.append(f"  logic [{w - 1}:0] b_out{k}_TDATA; logic b_out{k}_TVALID, b_out{k}_TREADY;")
+        conns += [f".out{k}_V_{x}(b_out{k}_{x})" for x in ("TDATA", "TVALID", "TREADY")]
+        used = node.output[k] in read if k < len(node.output) else False
+        if k < n_state:
+            finals.append(f"out{k}_V" if used else None)
+        if k >= n_state or used:
+            ports.append(f"  output logic [{w - 1}:0] out{k}_V_TDATA, output logic out{k}_V_TVALID, "
+                         f"input logic out{k}_V_TREADY")
+        if k >= n_state:
+            lines.append(f"  assign out{k}_V_TDATA = b_out{k}_TDATA; assign out{k}_V_TVALID = b_out{k}_TVALID;"
+                         f" assign b_out{k}_TREADY = out{k}_V_TREADY;")
+    for k in range(n_state):
+        t = b_in[k]
+        binst = next(getCustomOp(bn) for bn in body.graph.node if t in bn.input)
+        idx = list(next(bn for bn in body.graph.node if t in bn.input).input).index(t)
+        import numpy as np
+
+        beats = int(np.prod(binst.get_folded_input_shape(idx)[:-1])) // p
+        lines += _state_switch(k, 0, beats, p, t_steps * p, sources[k], finals[k])
+    text = (f"// generated by flimcc.rtl.loop: RecurrentLoop {name}, T = {t_steps} steps of P = {p} pixels\n"
+            f"module {name} (\n" + ",\n".join(ports) + "\n);\n" + "\n".join(lines)
+            + f"\n  {name}_body body ({', '.join(conns)});\nendmodule\n")
+    path = Path(out_dir) / f"{name}.sv"
+    path.write_text(text)
+    return NodeHDL(name, name, body_hdl.files + [path])
