@@ -216,3 +216,62 @@ def test_stitch_refuses_a_node_without_rtl(tmp_path):
     m.graph.node[0].name = "DuplicateStreams_hls_7"
     with pytest.raises(UnsupportedError, match="'DuplicateStreams_hls_7' .* has no RTL"):
         stitch(m, tmp_path, PART, 10.0, top="t")
+
+
+def _eltwise(op, n, c, pe, lhs, rhs, rhs_const=None, out=None):
+    import flimcc.hw  # noqa: F401
+
+    attrs = dict(lhs_dtype=lhs, rhs_dtype=rhs, out_dtype=out, lhs_shape=[n, c], out_shape=[n, c], PE=pe,
+                 lhs_style="input", rhs_style="const" if rhs_const is not None else "input",
+                 rhs_shape=list(np.shape(rhs_const)) if rhs_const is not None else [n, c])
+    node = helper.make_node(f"IntElementwise{op}_rtl", ["a", "b"], ["y"], name=f"IntElementwise{op}_rtl_0",
+                            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", **attrs)
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, c])]
+    inits = []
+    if rhs_const is None:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, c]))
+    else:
+        inits.append(helper.make_tensor("b", TensorProto.FLOAT, list(np.shape(rhs_const)),
+                                        np.asarray(rhs_const, np.float32).ravel()))
+    g = helper.make_graph([node], "e", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c])], inits)
+    m = ModelWrapper(qonnx_make_model(g))
+    for t, dt in (("a", lhs), ("b", rhs), ("y", out)):
+        m.set_tensor_datatype(t, DataType[dt])
+    return m
+
+
+def _rand(rng, dt, shape):
+    dt = DataType[dt]
+    return rng.integers(int(dt.min()), int(dt.max()) + 1, size=shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("op,lhs,rhs,out,const", [
+    ("Add", "INT21", "INT17", "INT22", None),     # the GRU's two projections
+    ("Sub", "INT8", "INT8", "INT9", None),        # 1 - z on a grid
+    ("Mul", "UINT8", "INT9", "INT17", None),       # gate times state
+    ("Mul", "INT19", "UINT3", "INT22", "scalar"),  # a power-of-two rescale
+    ("Add", "INT21", "INT16", "INT22", "channel"),  # a bias per channel
+])
+def test_integer_elementwise_rtl_is_bit_exact(tmp_path, op, lhs, rhs, out, const):
+    n, c, pe = 6, 8, 2
+    rng = np.random.default_rng(12)
+    k = None if const is None else (_rand(rng, rhs, [1]) if const == "scalar" else _rand(rng, rhs, [c]))
+    m = _eltwise(op, n, c, pe, lhs, rhs, k, out)
+    node = m.graph.node[0]
+    inst = getCustomOp(node)
+    feeds = {"a": _rand(rng, lhs, [n, c])}
+    if k is None:
+        feeds["b"] = _rand(rng, rhs, [n, c])
+    want = flimcc.execute(m, feeds)["y"]
+    hdl = generate_node_hdl(m, node, tmp_path, PART, 10.0)
+    ins = {}
+    for j, (name, side) in enumerate([("a", 0)] + ([("b", 1)] if k is None else [])):
+        w = inst.get_instream_width_padded(side)
+        beats = stream_beats(feeds[name], inst.get_input_datatype(side), inst.get_folded_input_shape(side), w)
+        ins[Stream(f"in{j}_V", w, len(beats))] = beats
+    ow = inst.get_outstream_width_padded()
+    res = simulate(hdl.files, hdl.top, ins, [Stream("out0_V", ow, n * c // pe)], tmp_path, gap_percent=30,
+                   stall_percent=30, seed=8)
+    got = beats_to_array(res.outputs["out0_V"], inst.get_output_datatype(), inst.get_folded_output_shape(), ow)
+    np.testing.assert_array_equal(got.reshape(n, c), want)
+    assert inst.lut_estimation(PART) + inst.dsp_estimation(PART) > 0
