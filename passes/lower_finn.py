@@ -405,6 +405,7 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
             prod = _producer(body.graph, node.input[0])
             prod.output[list(prod.output).index(node.input[0])] = node.output[0]
             body.graph.node.remove(node)
+    use_flimcc_rtl(body)
     # The loop's RTL is built from its body's hardware nodes only: anything else that
     # survived FINN's conversions is named here, not found by a later pass.
     for node in body.graph.node:
@@ -414,6 +415,33 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
                 "flimcc lowers integer MatMul, Add, Sub, Mul, Split, MultiThreshold (and a Clip or constant Add "
                 "in front of one) inside loops")
     return body
+
+
+#: FINN HLS ops in loop bodies that flimcc has an RTL equivalent of (same semantics and
+#: attributes; FINN's own RTL versions serve other types or devices): HLS -> flimcc RTL.
+FLIMCC_RTL_OF = {"ElementwiseAdd_hls": "IntElementwiseAdd_rtl", "ElementwiseSub_hls": "IntElementwiseSub_rtl",
+                 "ElementwiseMul_hls": "IntElementwiseMul_rtl"}
+
+
+def use_flimcc_rtl(body: ModelWrapper) -> int:
+    """Retype a loop body's integer HLS elementwise nodes to flimcc's RTL ones (in place),
+    so the body can be simulated and stitched as RTL; returns how many. Why only in loop
+    bodies: the loop's hardware is generated and simulated by flimcc; the top graph's nodes
+    go through FINN's own flow unchanged."""
+    import flimcc.hw  # noqa: F401 - registers flimcc's RTL ops in FINN's RTL domain
+
+    count = 0
+    for node in body.graph.node:
+        target = FLIMCC_RTL_OF.get(node.op_type)
+        if target is None:
+            continue
+        inst = getCustomOp(node)
+        if not (inst.get_input_datatype(0).is_integer() and inst.get_input_datatype(1).is_integer()):
+            continue
+        node.op_type = target
+        node.domain = "finn.custom_op.fpgadataflow.rtl"
+        count += 1
+    return count
 
 
 def _requant_of(thresholds: np.ndarray, qmin: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:

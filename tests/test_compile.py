@@ -48,7 +48,7 @@ def test_lower_finn_is_bit_exact_and_one_partition(lowered):
         body = inst.get_nodeattr("body")
         assert body.node and all(n.domain in FINN_HW_DOMAINS for n in body.node)
         ops = {n.op_type for n in body.node}
-        assert {"MVAU_rtl", "Thresholding_rtl", "ElementwiseMul_hls", "DuplicateStreams_rtl"} <= ops | {"MVAU_hls"}
+        assert {"MVAU_rtl", "Thresholding_rtl", "IntElementwiseMul_rtl", "DuplicateStreams_rtl"} <= ops | {"MVAU_hls"}
     # the encoder's zero initial state is a flag, not an input
     enc = loops[0][1]
     assert list(enc.get_nodeattr("zero_init")) == [1]
