@@ -420,15 +420,18 @@ def _lower_body(body: ModelWrapper, fpgapart: str, loop_name: str) -> ModelWrapp
 #: FINN HLS ops in loop bodies that flimcc has an RTL equivalent of (same semantics and
 #: attributes; FINN's own RTL versions serve other types or devices): HLS -> flimcc RTL.
 FLIMCC_RTL_OF = {"ElementwiseAdd_hls": "IntElementwiseAdd_rtl", "ElementwiseSub_hls": "IntElementwiseSub_rtl",
-                 "ElementwiseMul_hls": "IntElementwiseMul_rtl"}
+                 "ElementwiseMul_hls": "IntElementwiseMul_rtl", "Requant_hls": "IntRequant_rtl"}
 
 
 def use_flimcc_rtl(body: ModelWrapper) -> int:
-    """Retype a loop body's integer HLS elementwise nodes to flimcc's RTL ones (in place),
+    """Retype a loop body's integer HLS elementwise and (dyadic) Requant nodes to flimcc's
+    RTL ones (in place),
     so the body can be simulated and stitched as RTL; returns how many. Why only in loop
     bodies: the loop's hardware is generated and simulated by flimcc; the top graph's nodes
     go through FINN's own flow unchanged."""
     import flimcc.hw  # noqa: F401 - registers flimcc's RTL ops in FINN's RTL domain
+
+    from flimcc.hw.requant_int_rtl import dyadic
 
     count = 0
     for node in body.graph.node:
@@ -436,7 +439,10 @@ def use_flimcc_rtl(body: ModelWrapper) -> int:
         if target is None:
             continue
         inst = getCustomOp(node)
-        if not (inst.get_input_datatype(0).is_integer() and inst.get_input_datatype(1).is_integer()):
+        if node.op_type == "Requant_hls":
+            if not dyadic(inst.get_scale(body), inst.get_bias(body)):
+                continue
+        elif not (inst.get_input_datatype(0).is_integer() and inst.get_input_datatype(1).is_integer()):
             continue
         node.op_type = target
         node.domain = "finn.custom_op.fpgadataflow.rtl"

@@ -253,7 +253,7 @@ def test_reset_after_gru_compiles_with_requant(tmp_path):
     run = Pipeline.parse(INTEGER + ",lower-finn").run(model, verify=True, samples=8)
     assert run.report.stages[-1].vs_previous.bit_exact
     ops = [n.op_type for _, inst in loop_nodes(run.model) for n in inst.get_nodeattr("body").node]
-    assert any(op.startswith("Requant") for op in ops), ops
+    assert any(op.startswith(("Requant", "IntRequant")) for op in ops), ops
     for _, inst in loop_nodes(run.model):
         for n in inst.get_nodeattr("body").node:
             if n.op_type.startswith("Thresholding"):

@@ -275,3 +275,47 @@ def test_integer_elementwise_rtl_is_bit_exact(tmp_path, op, lhs, rhs, out, const
     got = beats_to_array(res.outputs["out0_V"], inst.get_output_datatype(), inst.get_folded_output_shape(), ow)
     np.testing.assert_array_equal(got.reshape(n, c), want)
     assert inst.lut_estimation(PART) + inst.dsp_estimation(PART) > 0
+
+
+@pytest.mark.parametrize("idt,odt,scale,bias", [
+    ("INT22", "INT8", 2.0 ** -14, "channel"),  # a wide accumulator down to a signed 8-bit state
+    ("INT12", "INT4", 3 / 512, 0.0),            # a non-power-of-two dyadic scale: a product
+])
+def test_integer_requant_rtl_is_bit_exact(tmp_path, idt, odt, scale, bias):
+    import flimcc.hw  # noqa: F401
+
+    n, c, pe = 7, 8, 2
+    rng = np.random.default_rng(13)
+    b = (rng.integers(-64, 64, size=c) / 128.0).astype(np.float32) if bias == "channel" else np.float32(bias)
+    node = helper.make_node("IntRequant_rtl", ["x", "s", "b"], ["y"], name="IntRequant_rtl_0",
+                            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", NumChannels=c, PE=pe,
+                            inputDataType=idt, outputDataType=odt, numInputVectors=[n], narrow=0)
+    g = helper.make_graph([node], "rq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c])],
+                          [helper.make_tensor("s", TensorProto.FLOAT, [1], [scale]),
+                           helper.make_tensor("b", TensorProto.FLOAT, list(np.shape(b)) or [1], np.ravel(b))])
+    m = ModelWrapper(qonnx_make_model(g))
+    m.set_tensor_datatype("x", DataType[idt])
+    m.set_tensor_datatype("y", DataType[odt])
+    x = _rand(rng, idt, [n, c])
+    x[0, :2] = [DataType[idt].min(), DataType[idt].max()]  # saturation both ways
+    want = flimcc.execute(m, {"x": x})["y"]
+    y, _, _ = _run_node(m, x, tmp_path, gap_percent=20, stall_percent=20, seed=9)
+    np.testing.assert_array_equal(y, want)
+    assert len(np.unique(want)) > 3
+
+
+def test_integer_requant_refuses_a_scale_it_cannot_match(tmp_path):
+    import flimcc.hw  # noqa: F401
+    from flimcc.errors import UnsupportedError
+
+    node = helper.make_node("IntRequant_rtl", ["x", "s", "b"], ["y"], name="IntRequant_rtl_3",
+                            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", NumChannels=2, PE=1,
+                            inputDataType="INT8", outputDataType="INT4", numInputVectors=[1], narrow=0)
+    g = helper.make_graph([node], "rq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor("s", TensorProto.FLOAT, [1], [0.1]),
+                           helper.make_tensor("b", TensorProto.FLOAT, [1], [0.0])])
+    m = ModelWrapper(qonnx_make_model(g))
+    with pytest.raises(UnsupportedError, match="IntRequant_rtl_3"):
+        generate_node_hdl(m, m.graph.node[0], tmp_path, PART, 10.0)

@@ -13,13 +13,14 @@ import finn.custom_op.fpgadataflow.rtl as _finn_rtl
 from flimcc.hw.duplicatestreams_rtl import DuplicateStreams_rtl
 from flimcc.hw.elementwise_int_rtl import IntElementwiseAdd_rtl, IntElementwiseMul_rtl, IntElementwiseSub_rtl
 from flimcc.hw.recurrent_loop import RecurrentLoop
+from flimcc.hw.requant_int_rtl import IntRequant_rtl
 from flimcc.hw.streamingsplit_rtl import StreamingSplit_rtl
 
 #: flimcc's RTL variants of FINN ops, in FINN's own RTL domain: FINN's SpecializeLayers picks
 #: them (FINN has only HLS versions), and its stitching accepts only FINN's domains.
 FINN_RTL_OPS = {"DuplicateStreams_rtl": DuplicateStreams_rtl, "StreamingSplit_rtl": StreamingSplit_rtl,
                 "IntElementwiseAdd_rtl": IntElementwiseAdd_rtl, "IntElementwiseSub_rtl": IntElementwiseSub_rtl,
-                "IntElementwiseMul_rtl": IntElementwiseMul_rtl}
+                "IntElementwiseMul_rtl": IntElementwiseMul_rtl, "IntRequant_rtl": IntRequant_rtl}
 for _name, _cls in FINN_RTL_OPS.items():
     _finn_rtl.custom_op.setdefault(_name, _cls)
 
