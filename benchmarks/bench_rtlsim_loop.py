@@ -33,26 +33,10 @@ from flimcc.layout import loop_nodes  # noqa: E402
 from flimcc.rtl.finn_hdl import beats_to_array, stream_beats  # noqa: E402
 from flimcc.rtl.harness import Stream, simulate  # noqa: E402
 from flimcc.rtl.loop import hardware_body, loop_hdl  # noqa: E402
+from flimcc.rtl.stitch import stream_port  # noqa: E402
 from flimcc.rtl.verilator import SimulatorError  # noqa: E402
-from qonnx.custom_op.registry import getCustomOp  # noqa: E402
 
 PART = "xc7z020clg400-1"
-
-
-def _port(body, tensor: str, producer: bool):
-    """(width, folded shape, datatype) of a body tensor's stream at its producer/consumer."""
-    for bn in body.graph.node:
-        inst = getCustomOp(bn)
-        if producer and tensor in bn.output:
-            k = list(bn.output).index(tensor)
-            many = len(bn.output) > 1
-            return (inst.get_outstream_width_padded(k) if many else inst.get_outstream_width_padded(),
-                    list(inst.get_folded_output_shape(k) if many else inst.get_folded_output_shape()),
-                    inst.get_output_datatype(k) if many else inst.get_output_datatype())
-        if not producer and tensor in bn.input:
-            k = list(bn.input).index(tensor)
-            return inst.get_instream_width_padded(k), list(inst.get_folded_input_shape(k)), inst.get_input_datatype(k)
-    raise KeyError(tensor)
 
 
 def run_loop(model, node, inst, context, max_cycles: int) -> dict:
@@ -65,7 +49,7 @@ def run_loop(model, node, inst, context, max_cycles: int) -> dict:
     for j, vi in enumerate(i for i in body.graph.input if body.get_initializer(i.name) is None):
         if j < n_state and zero[j]:
             continue
-        w, fs, dt = _port(body, vi.name, producer=False)
+        w, fs, dt = stream_port(body, vi.name, producer=False)
         shape = [int(np.prod(ins[k].shape[:-1]))] + fs[-2:]
         streams[Stream(f"in{len(streams)}_V", w, shape[0] * shape[1])] = stream_beats(ins[k], dt, shape, w)
         k += 1
@@ -73,7 +57,7 @@ def run_loop(model, node, inst, context, max_cycles: int) -> dict:
     for j, vo in enumerate(body.graph.output):
         if j < n_state and node.output[j] not in read:
             continue
-        w, fs, dt = _port(body, vo.name, producer=True)
+        w, fs, dt = stream_port(body, vo.name, producer=True)
         shape = [int(np.prod(outs[j].shape[:-1]))] + fs[-2:]
         expect.append((j, Stream(f"out{j}_V", w, shape[0] * shape[1]), shape, dt))
     row = {"loop": node.name, "T": inst.get_nodeattr("iterations"), "P": inst.get_nodeattr("pixels"),

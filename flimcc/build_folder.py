@@ -68,7 +68,8 @@ def _check_owned(out: Path, shown: str, option: str) -> None:
     marker = out / MARKER
     if not marker.is_file():
         raise OutputFolderError(f"{option} {shown}: the folder is not empty and was not written by flimcc; "
-                                "flimcc replaces only its own build folders (choose a new or empty folder)")
+                                "flimcc replaces only its own build folders, marked since flimcc 0.1 (choose a new or empty folder, "
+                                "or remove a build an older flimcc wrote)")
     try:
         listed = set(json.loads(marker.read_text())["files"])
     except (ValueError, KeyError, TypeError, OSError):

@@ -204,6 +204,10 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
         "cycles_vs_one_mac_per_dsp": round(perf["cycles_per_pixel"] / limit, 2) if limit else None,
         "pipeline": text,
         "compile_seconds": round(seconds, 1),
+        # Honest provenance: the loop model is not yet confirmed by simulating the loop's RTL
+        # (benchmarks/bench_rtlsim_loop.py measured one Seq2SeqLite loop 2.5x slower).
+        "cycles_source": ("estimate: FINN's estimators and flimcc's loop model (flimcc/hw/recurrent_loop.py), "
+                          "not yet confirmed by RTL simulation of the loops"),
         "finn_build": ("dataflow_build_config.json continues from the dataflow partition; flimcc.hw.RecurrentLoop "
                        "has no HDL generator yet, so FINN's build stops at step_hw_codegen on the loops"),
         "verification": {

@@ -34,7 +34,7 @@ def print_summary(console: Console, s: dict) -> None:
     ratio = s.get("cycles_vs_one_mac_per_dsp")
     dsps = s["board_resources"].get("DSP")
     # The reference design: every DSP of the board doing one multiply-accumulate per cycle.
-    console.print(f"throughput: [bold]{s['pixels_per_second']:,.0f} pixels/s[/bold] = {s['cycles_per_pixel']:,.0f} cycles/pixel"
+    console.print(f"throughput (estimate): [bold]{s['pixels_per_second']:,.0f} pixels/s[/bold] = {s['cycles_per_pixel']:,.0f} cycles/pixel"
                   + (f" ({100 * ratio:.0f}% of the {s['one_mac_per_dsp_cycles_per_pixel']:,.0f} cycles of one MAC per "
                      f"cycle on each of the {dsps:,} DSPs)" if ratio else ""), soft_wrap=True)
     console.print(f"pixels interleaved: P = {s['pixel_parallelism']}; bottleneck: {s['bottleneck']}; "

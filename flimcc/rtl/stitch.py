@@ -30,6 +30,23 @@ def _widths(inst, node) -> tuple[list[int], list[int]]:
     return ins, outs
 
 
+def stream_port(graph_model: ModelWrapper, tensor: str, producer: bool):
+    """(beat width, folded shape, datatype) of `tensor`'s stream as its producer writes it
+    (`producer`) or as its first consumer reads it."""
+    for node in graph_model.graph.node:
+        inst = getCustomOp(node)
+        if producer and tensor in node.output:
+            k = list(node.output).index(tensor)
+            if len(node.output) > 1:
+                return inst.get_outstream_width_padded(k), list(inst.get_folded_output_shape(k)), \
+                    inst.get_output_datatype(k)
+            return inst.get_outstream_width_padded(), list(inst.get_folded_output_shape()), inst.get_output_datatype()
+        if not producer and tensor in node.input:
+            k = list(node.input).index(tensor)
+            return inst.get_instream_width_padded(k), list(inst.get_folded_input_shape(k)), inst.get_input_datatype(k)
+    raise KeyError(f"no node {'writes' if producer else 'reads'} '{tensor}'")
+
+
 def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top: str) -> NodeHDL:
     """Generate every node's HDL into `out_dir` and a module `top` wiring them up."""
     out_dir = Path(out_dir)
