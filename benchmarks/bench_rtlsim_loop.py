@@ -40,7 +40,7 @@ PART = "xc7z020clg400-1"
 
 
 def run_loop(model, node, inst, context, max_cycles: int) -> dict:
-    body = hardware_body(inst.body(), node.name, PART)
+    body = hardware_body(inst.body(), node.name, PART, inst.get_nodeattr("num_state"))
     n_state, zero = inst.get_nodeattr("num_state"), inst._zero_flags()
     read = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
     ins = [context[t] for t in node.input if t]

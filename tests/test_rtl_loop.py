@@ -26,10 +26,13 @@ def _vi(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
-def rotating_loop(p: int, c: int, t: int, zero_init: bool) -> ModelWrapper:
+def rotating_loop(p: int, c: int, t: int, zero_init: bool, pe_out: int = 2) -> ModelWrapper:
     """h_{t+1} = Thr(R h_t), R the channel rotation, Thr(a) = clip(a + 3, 0, 15): every step
     moves and grows the state, so a state fed back at the wrong step or pixel shows. The
-    body: MVAU_rtl -> Thresholding_rtl -> DuplicateStreams_rtl -> (state FIFO, y_t)."""
+    body: MVAU_rtl -> Thresholding_rtl -> DuplicateStreams_rtl -> (state FIFO, y_t).
+    `pe_out`: lanes per beat of the fork and state FIFO (the MVAU reads 2): with 1, the new
+    state leaves the body in narrower beats than the state input takes, and the loop edge
+    needs a width converter."""
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
 
     mv = helper.make_node("MVAU_rtl", ["h", "w"], ["a"], name="MVAU_rtl_0", domain=RTL, backend="fpgadataflow",
@@ -50,10 +53,11 @@ def rotating_loop(p: int, c: int, t: int, zero_init: bool) -> ModelWrapper:
                          backend="fpgadataflow", NumChannels=c, PE=2, numSteps=15, inputDataType=acc.name,
                          weightDataType=acc.name, outputDataType="UINT4", numInputVectors=[p], ActVal=0),
         helper.make_node("DuplicateStreams_rtl", ["z"], ["z0", "y"], name="DuplicateStreams_rtl_0", domain=RTL,
-                         backend="fpgadataflow", NumChannels=c, PE=2, NumOutputStreams=2, inputDataType="UINT4",
+                         backend="fpgadataflow", NumChannels=c, PE=pe_out, NumOutputStreams=2, inputDataType="UINT4",
                          numInputVectors=[p]),
         helper.make_node("StreamingFIFO_rtl", ["z0"], ["hn"], name="StreamingFIFO_rtl_0", domain=RTL,
-                         backend="fpgadataflow", depth=p * c // 2, folded_shape=[p, c // 2, 2], normal_shape=[p, c],
+                         backend="fpgadataflow", depth=p * c // pe_out, folded_shape=[p, c // pe_out, pe_out],
+                         normal_shape=[p, c],
                          dataType="UINT4", ram_style="auto"),
     ])
     body.set_initializer("t", np.tile(np.arange(-2, 13, dtype=np.float32), (c, 1)))
@@ -76,10 +80,11 @@ def rotating_loop(p: int, c: int, t: int, zero_init: bool) -> ModelWrapper:
     return top
 
 
-@pytest.mark.parametrize("zero_init,gap,stall", [(False, 20, 20), (True, 0, 0), (False, 0, 0)])
-def test_loop_rtl_is_bit_exact(tmp_path, zero_init, gap, stall):
+@pytest.mark.parametrize("zero_init,gap,stall,pe_out", [(False, 20, 20, 2), (True, 0, 0, 2), (False, 0, 0, 2),
+                                                        (False, 20, 20, 1)])
+def test_loop_rtl_is_bit_exact(tmp_path, zero_init, gap, stall, pe_out):
     p, c, t = 3, 8, 5
-    m = rotating_loop(p, c, t, zero_init)
+    m = rotating_loop(p, c, t, zero_init, pe_out)
     node = m.graph.node[0]
     h0 = np.random.default_rng(0).integers(0, 16, size=(p, c)).astype(np.float32)
     want = flimcc.execute(m, {} if zero_init else {"h0": h0})
@@ -88,10 +93,12 @@ def test_loop_rtl_is_bit_exact(tmp_path, zero_init, gap, stall):
     w = 8  # two UINT4 lanes per beat
     uint4 = DataType["UINT4"]
     inputs = {} if zero_init else {Stream("in0_V", w, p * c // 2): stream_beats(h0, uint4, [p, c // 2, 2], w)}
-    res = simulate(hdl.files, hdl.top, inputs, [Stream("out0_V", w, p * c // 2), Stream("out1_V", w, t * p * c // 2)],
+    # the final state leaves in the state input's beats (after the loop edge's converter)
+    res = simulate(hdl.files, hdl.top, inputs,
+                   [Stream("out0_V", w, p * c // 2), Stream("out1_V", w, t * p * c // pe_out)],
                    tmp_path, gap_percent=gap, stall_percent=stall, seed=4)
     h_t = beats_to_array(res.outputs["out0_V"], uint4, [p, c // 2, 2], w).reshape(p, c)
-    ys = beats_to_array(res.outputs["out1_V"], uint4, [t * p, c // 2, 2], w).reshape(1, t, p, c)
+    ys = beats_to_array(res.outputs["out1_V"], uint4, [t * p, c // pe_out, pe_out], w).reshape(1, t, p, c)
     np.testing.assert_array_equal(ys, want["ys"])
     np.testing.assert_array_equal(h_t, want["hT"])
     if not gap and not stall:

@@ -116,9 +116,11 @@ int main(int argc, char** argv) {
 
 def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]], outputs: Sequence[Stream],
              workdir: Path, gap_percent: int = 0, stall_percent: int = 0, seed: int = 1,
-             max_cycles: int | None = None, ties: Sequence[str] = ()) -> SimResult:
+             max_cycles: int | None = None, ties: Sequence[str] = (), defines: Sequence[str] = ()) -> SimResult:
     """Build (cached) and run the testbench of `dut` in `workdir` (data files and any
-    `$readmemh` files the design reads must be there); return what came out."""
+    `$readmemh` files the design reads must be there); return what came out. `defines`:
+    preprocessor macros for the build (e.g. FINN_SIMULATION, which turns FINN's FIFOs into
+    unbounded gauges that log their highest fill)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     limit = max_cycles or 20 * sum(s.beats for s in list(inputs) + list(outputs)) + 10_000
@@ -126,7 +128,7 @@ def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]],
     tb.write_text(testbench(dut, list(inputs), outputs, limit, gap_percent, stall_percent, ties))
     main = workdir / "tb_main.cpp"
     main.write_text(MAIN_CPP)
-    exe = build("tb", [*sources, tb, main])
+    exe = build("tb", [*sources, tb, main], [f"-D{d}" for d in defines])
     for s, beats in inputs.items():
         (workdir / f"{s.port}.hex").write_text("".join(f"{b:x}\n" for b in beats) or "0\n")
     run = subprocess.run([str(exe), f"+verilator+seed+{seed}", "+verilator+rand+reset+2"], cwd=workdir,

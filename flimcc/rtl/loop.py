@@ -76,15 +76,44 @@ def _state_switch(k: int, beats: int, vectors_first: int, vectors_frame: int, so
     return lines
 
 
-def hardware_body(body: ModelWrapper, loop: str, fpgapart: str) -> ModelWrapper:
+def _state_edge_dwcs(body: ModelWrapper, n_state: int) -> ModelWrapper:
+    """A width converter at the end of each state output whose beat is not the beat its
+    state input is read with: the loop edge (new state -> next step's state input) is an
+    edge of the graph's cycle that FINN's InsertDWC cannot see, since it runs from a graph
+    output back to a graph input. Without it the controller would count the state's vectors
+    with the wrong number of beats and hand the new state to the final output too early."""
+    from onnx import helper as oh
+
+    b_in = [i.name for i in body.graph.input if body.get_initializer(i.name) is None]
+    for k in range(n_state):
+        out_vi = body.graph.output[k]
+        _, fs_in, _ = stream_port(body, b_in[k], producer=False)
+        _, fs_out, dt = stream_port(body, out_vi.name, producer=True)
+        if fs_in[-1] == fs_out[-1]:
+            continue
+        inner = body.make_new_valueinfo_name()
+        producer = body.find_producer(out_vi.name)
+        producer.output[list(producer.output).index(out_vi.name)] = inner
+        shape = body.get_tensor_shape(out_vi.name)
+        body.graph.value_info.append(oh.make_tensor_value_info(inner, out_vi.type.tensor_type.elem_type, shape))
+        body.set_tensor_datatype(inner, dt)
+        body.graph.node.append(oh.make_node(
+            "StreamingDataWidthConverter", [inner], [out_vi.name], name=f"StateDWC_{k}",
+            domain="finn.custom_op.fpgadataflow", backend="fpgadataflow", inShape=shape, outShape=shape,
+            inWidth=fs_out[-1] * dt.bitwidth(), outWidth=fs_in[-1] * dt.bitwidth(), dataType=dt.name))
+    return body
+
+
+def hardware_body(body: ModelWrapper, loop: str, fpgapart: str, n_state: int) -> ModelWrapper:
     """The body as its RTL is built: thresholds as integers (FINN's RoundAndClipThresholds,
     which its Thresholding_rtl generator requires) and FINN's RTL width converters wherever a
-    producer's beat is not its consumer's (FINN's InsertDWC), named after the loop so that
-    module names stay unique across loops."""
+    producer's beat is not its consumer's (FINN's InsertDWC, and on the loop edge of each of
+    the first `n_state` outputs), named after the loop so that module names stay unique
+    across loops."""
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
-    body = round_thresholds(body).transform(InsertDWC())
+    body = _state_edge_dwcs(round_thresholds(body).transform(InsertDWC()), n_state)
     for bnode in body.graph.node:
         if bnode.op_type == "StreamingDataWidthConverter":
             getCustomOp(bnode).set_nodeattr("preferred_impl_style", "rtl")
@@ -92,11 +121,19 @@ def hardware_body(body: ModelWrapper, loop: str, fpgapart: str) -> ModelWrapper:
     return body.transform(SpecializeLayers(fpgapart))
 
 
-def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float) -> NodeHDL:
-    """Generate the RTL of RecurrentLoop `node` into `out_dir` (module named like the node)."""
+def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float,
+             gauge: bool = False) -> NodeHDL:
+    """Generate the RTL of RecurrentLoop `node` into `out_dir` (module named like the node).
+    `gauge`: every FIFO of the body logs its highest fill to ``<fifo>.fill`` in the
+    simulator's folder when built with FINN_SIMULATION (FINN's fifo_gauge: an unbounded
+    queue in place of the FIFO, for sizing)."""
     inst = getCustomOp(node)
     name = node.name
-    body = hardware_body(inst.body(), name, fpgapart)
+    body = hardware_body(inst.body(), name, fpgapart, inst.get_nodeattr("num_state"))
+    if gauge:
+        for bnode in body.graph.node:
+            if bnode.op_type.startswith("StreamingFIFO"):
+                getCustomOp(bnode).set_nodeattr("debug_log_path", f"{bnode.name}.fill")
     body_hdl = stitch(body, out_dir, fpgapart, clk_ns, top=f"{name}_body")
     n_state = inst.get_nodeattr("num_state")
     t_steps, p = inst.get_nodeattr("iterations"), inst.get_nodeattr("pixels")

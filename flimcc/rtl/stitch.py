@@ -92,6 +92,16 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
         insts.append(f"  {hdl.top} {node.name}_i ({', '.join(conns)});")
     for t, w in width.items():
         lines.append(f"  logic [{w - 1}:0] {_wire(t)}_TDATA; logic {_wire(t)}_TVALID, {_wire(t)}_TREADY;")
+    # FLIMCC_TRACE: the cycle of each tensor's first beats, to see where latency goes
+    lines += ["`ifdef FLIMCC_TRACE", "  int unsigned trace_cycle = 0;",
+              "  always_ff @(posedge ap_clk) trace_cycle <= trace_cycle + 1;"]
+    for t in width:
+        lines += [f"  int unsigned {_wire(t)}_beats = 0;",
+                  f"  always_ff @(posedge ap_clk) if ({_wire(t)}_TVALID && {_wire(t)}_TREADY) begin",
+                  f"    {_wire(t)}_beats <= {_wire(t)}_beats + 1;",
+                  f"    if ({_wire(t)}_beats < `FLIMCC_TRACE) $display(\"trace %0d %0d {t}\", trace_cycle, {_wire(t)}_beats);",
+                  "  end"]
+    lines.append("`endif")
     for k, t in enumerate(graph_in):
         if t not in width:
             raise UnsupportedError(f"graph input '{t}' is read by no node")
