@@ -245,6 +245,29 @@ def compile_cmd(model, target_name, out_dir, pixels, clock_mhz, fps, headroom, b
         print_summary(out, summary)
 
 
+@cli.command()
+@click.argument("build", type=click.Path(file_okay=False))
+@click.option("--pixels", type=click.IntRange(min=1), help="Pixels to stream, a multiple of P [2P].")
+@click.option("--size-fifos", is_flag=True, help="Size the loops' FIFOs by simulation and write them into BUILD.")
+@click.option("--gap", "gap_percent", type=click.IntRange(0, 90), default=10, show_default=True,
+              help="Percent of cycles each input holds back its beat.")
+@click.option("--stall", "stall_percent", type=click.IntRange(0, 90), default=10, show_default=True,
+              help="Percent of cycles each output refuses a beat (backpressure).")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+def rtlsim(build, pixels, size_fifos, gap_percent, stall_percent, seed, as_json) -> None:
+    """Simulate BUILD's recurrent loops as RTL (Verilator) against flimcc's executor."""
+    from .rtlsim import print_rtlsim, rtlsim_build
+
+    rec = rtlsim_build(build, pixels=pixels, size_fifos=size_fifos, gap_percent=gap_percent,
+                       stall_percent=stall_percent, seed=seed)
+    if as_json:
+        click.echo(json.dumps(rec, indent=2, sort_keys=True))
+    else:
+        print_rtlsim(out, rec)
+    sys.exit(0 if rec["bit_exact"] else 1)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

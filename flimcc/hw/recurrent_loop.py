@@ -64,9 +64,18 @@ class RecurrentLoop(HWCustomOp):
             "zero_init": ("ints", False, []),
             "pixels": ("i", False, 1),
             "step_overhead": ("i", False, DEFAULT_STEP_OVERHEAD),
+            # depths of the FIFOs of the body as built in RTL ("name=depth", from `flimcc rtlsim
+            # --size-fifos`); FIFOs not listed keep FINN's shallow default
+            "fifo_depths": ("strings", False, []),
         }
         attrs.update(HWCustomOp.get_nodeattr_types(self))
         return attrs
+
+    def fifo_depths(self) -> dict[str, int]:
+        return {k: int(v) for k, _, v in (e.partition("=") for e in self.get_nodeattr("fifo_depths"))}
+
+    def set_fifo_depths(self, depths: dict[str, int]) -> None:
+        self.set_nodeattr("fifo_depths", [f"{k}={int(v)}" for k, v in sorted(depths.items())])
 
     # -- the body ---------------------------------------------------------------------
     def get_nodeattr(self, name):

@@ -39,6 +39,7 @@ class SimResult:
     outputs: dict[str, list[int]]  # port -> beats received, in order
     first_in: int  # cycle the first input beat was accepted
     last_out: int  # cycle the last output beat was accepted
+    log: str = ""  # what the simulation printed
 
     @property
     def cycles(self) -> int:
@@ -141,4 +142,4 @@ def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]],
     if run.returncode != 0 or stats is None:
         raise SimulatorError(f"{dut}: simulation failed: {text.strip()[-300:]}")
     outs = {s.port: [int(v, 16) for v in (workdir / f"{s.port}.out").read_text().split()] for s in outputs}
-    return SimResult(outs, int(stats[1]), int(stats[2]))
+    return SimResult(outs, int(stats[1]), int(stats[2]), text)

