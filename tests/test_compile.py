@@ -315,3 +315,31 @@ def test_every_zoo_student_compiles_for_pynq_z2(tmp_path, name):
     assert s["verification"]["golden"].startswith("onnxruntime"), s["verification"]["golden"]
     if name != "seq2seqlite-float":  # QAT: the hardware computes exactly what the QONNX file says
         assert s["verification"]["max_abs_err"] == 0.0
+
+
+def test_build_has_each_loops_rtl(build):
+    """hdl/<loop>/: the RTL FINN will synthesise, top module named after the loop; the
+    finn-rtllib sources are FINN's originals (simulation patches stay in simulation folders)."""
+    import finn
+
+    from flimcc.rtl.finn_hdl import SIM_PATCHES
+
+    out, _ = build
+    s = json.loads((out / "summary.json").read_text())
+    hw = flimcc.load(out / "model.onnx")
+    loops = [n.name for n, _ in loop_nodes(hw)]
+    assert sorted(s["hdl"]) == sorted(loops) and loops
+    marker = json.loads((out / ".flimcc-build.json").read_text())["files"]
+    lib = Path(finn.__file__).parent / "finn-rtllib"
+    for loop in loops:
+        top = out / s["hdl"][loop]
+        assert top == out / "hdl" / loop / f"{loop}.sv"
+        assert f"module {loop} (" in top.read_text()
+        assert f"hdl/{loop}/{loop}.sv" in marker
+        folder = out / "hdl" / loop
+        assert not (folder / "SIM_PATCHES.md").exists()
+        for name in SIM_PATCHES:
+            if (folder / name).exists():
+                original = next(lib.rglob(name))
+                assert (folder / name).read_bytes() == original.read_bytes(), name
+        assert (folder / "fifo.sv").exists()

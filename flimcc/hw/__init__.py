@@ -13,6 +13,7 @@ import finn.custom_op.fpgadataflow.rtl as _finn_rtl
 from flimcc.hw.duplicatestreams_rtl import DuplicateStreams_rtl
 from flimcc.hw.elementwise_int_rtl import IntElementwiseAdd_rtl, IntElementwiseMul_rtl, IntElementwiseSub_rtl
 from flimcc.hw.recurrent_loop import RecurrentLoop
+from flimcc.hw.recurrent_loop_rtl import RecurrentLoop_rtl
 from flimcc.hw.requant_int_rtl import IntRequant_rtl
 from flimcc.hw.streamingsplit_rtl import StreamingSplit_rtl
 
@@ -20,7 +21,9 @@ from flimcc.hw.streamingsplit_rtl import StreamingSplit_rtl
 #: them (FINN has only HLS versions), and its stitching accepts only FINN's domains.
 FINN_RTL_OPS = {"DuplicateStreams_rtl": DuplicateStreams_rtl, "StreamingSplit_rtl": StreamingSplit_rtl,
                 "IntElementwiseAdd_rtl": IntElementwiseAdd_rtl, "IntElementwiseSub_rtl": IntElementwiseSub_rtl,
-                "IntElementwiseMul_rtl": IntElementwiseMul_rtl, "IntRequant_rtl": IntRequant_rtl}
+                "IntElementwiseMul_rtl": IntElementwiseMul_rtl, "IntRequant_rtl": IntRequant_rtl,
+                # the loop itself, as handed to FINN's build (flimcc.finn_flow.for_finn)
+                "RecurrentLoop_rtl": RecurrentLoop_rtl}
 for _name, _cls in FINN_RTL_OPS.items():
     _finn_rtl.custom_op.setdefault(_name, _cls)
 

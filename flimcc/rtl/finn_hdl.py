@@ -84,9 +84,12 @@ class NodeHDL:
     files: list[Path]
 
 
-def generate_node_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float) -> NodeHDL:
+def generate_node_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float,
+                      sim_patches: bool = True) -> NodeHDL:
     """Generate `node`'s HDL into `out_dir` (sources in compile order, packages first, all
-    inside `out_dir`; paths in generated files relative to it, where the simulator runs)."""
+    inside `out_dir`; paths in generated files relative to it, where the simulator runs).
+    `sim_patches`: patch the finn-rtllib copies for Verilator (simulation folders); a build
+    folder, which FINN synthesises, gets the originals."""
     _settings()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,8 +116,9 @@ def generate_node_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, c
         src = Path(f)
         dst = out_dir / src.name
         if src.resolve() != dst.resolve():
-            shutil.copy2(src, dst)
-            _patch(dst)
+            shutil.copyfile(src, dst)
+            if sim_patches:
+                _patch(dst)
         if dst not in files:
             files.append(dst)
     if decoupled:  # what FINN's Vivado IPI does: the weight memstream feeds in1_V

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +41,8 @@ class SimResult:
     first_in: int  # cycle the first input beat was accepted
     last_out: int  # cycle the last output beat was accepted
     log: str = ""  # what the simulation printed
+    build_seconds: float = 0.0  # Verilator build (0 on a cache hit)
+    run_seconds: float = 0.0  # the simulation itself
 
     @property
     def cycles(self) -> int:
@@ -129,11 +132,14 @@ def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]],
     tb.write_text(testbench(dut, list(inputs), outputs, limit, gap_percent, stall_percent, ties))
     main = workdir / "tb_main.cpp"
     main.write_text(MAIN_CPP)
+    t0 = time.perf_counter()
     exe = build("tb", [*sources, tb, main], [f"-D{d}" for d in defines])
+    t1 = time.perf_counter()
     for s, beats in inputs.items():
         (workdir / f"{s.port}.hex").write_text("".join(f"{b:x}\n" for b in beats) or "0\n")
     run = subprocess.run([str(exe), f"+verilator+seed+{seed}", "+verilator+rand+reset+2"], cwd=workdir,
                          capture_output=True, text=True)
+    t2 = time.perf_counter()
     text = run.stdout + run.stderr
     if "deadlock" in text:
         line = next(line for line in text.splitlines() if "deadlock" in line)
@@ -142,4 +148,4 @@ def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]],
     if run.returncode != 0 or stats is None:
         raise SimulatorError(f"{dut}: simulation failed: {text.strip()[-300:]}")
     outs = {s.port: [int(v, 16) for v in (workdir / f"{s.port}.out").read_text().split()] for s in outputs}
-    return SimResult(outs, int(stats[1]), int(stats[2]), text)
+    return SimResult(outs, int(stats[1]), int(stats[2]), text, t1 - t0, t2 - t1)

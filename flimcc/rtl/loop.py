@@ -145,14 +145,15 @@ def hardware_body(body: ModelWrapper, loop: str, fpgapart: str, n_state: int,
 
 
 def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: float,
-             fifo_depths: dict[str, int] | None = None) -> NodeHDL:
+             fifo_depths: dict[str, int] | None = None, sim_patches: bool = True) -> NodeHDL:
     """Generate the RTL of RecurrentLoop `node` into `out_dir` (module named like the node),
-    its body's FIFOs at `fifo_depths` (see `hardware_body`; default: the node's own)."""
+    its body's FIFOs at `fifo_depths` (see `hardware_body`; default: the node's own);
+    `sim_patches`: see `flimcc.rtl.finn_hdl.generate_node_hdl`."""
     inst = getCustomOp(node)
     name = node.name
     fifo_depths = inst.fifo_depths() if fifo_depths is None else fifo_depths
     body = hardware_body(inst.body(), name, fpgapart, inst.get_nodeattr("num_state"), fifo_depths)
-    body_hdl = stitch(body, out_dir, fpgapart, clk_ns, top=f"{name}_body")
+    body_hdl = stitch(body, out_dir, fpgapart, clk_ns, top=f"{name}_body", sim_patches=sim_patches)
     n_state = inst.get_nodeattr("num_state")
     t_steps, p = inst.get_nodeattr("iterations"), inst.get_nodeattr("pixels")
     zero = inst._zero_flags()
@@ -202,3 +203,22 @@ def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: fl
     path = Path(out_dir) / f"{name}.sv"
     path.write_text(text)
     return NodeHDL(name, name, body_hdl.files + [path])
+
+
+def write_build_hdl(model: ModelWrapper, hdl_dir: Path, fpgapart: str, clk_ns: float) -> dict[str, str]:
+    """The RTL of every RecurrentLoop of `model` into ``hdl_dir/<loop>/`` as FINN will
+    synthesise it (finn-rtllib files unpatched, top module ``<loop>``); returns, per loop,
+    its top file relative to the build folder, or why it has none (a body node without RTL)."""
+    from flimcc.layout import loop_nodes
+    from flimcc.rtl.stitch import RTL_DOMAIN
+
+    status = {}
+    for node, inst in loop_nodes(model):
+        missing = [n for n in inst.body().graph.node if n.domain != RTL_DOMAIN]
+        if missing:
+            status[node.name] = (f"no HDL: body node '{missing[0].name}' ({missing[0].op_type}) has no RTL "
+                                 "implementation")
+            continue
+        loop_hdl(model, node, Path(hdl_dir) / node.name, fpgapart, clk_ns, sim_patches=False)
+        status[node.name] = f"{Path(hdl_dir).name}/{node.name}/{node.name}.sv"
+    return status

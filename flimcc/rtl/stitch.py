@@ -47,11 +47,18 @@ def stream_port(graph_model: ModelWrapper, tensor: str, producer: bool):
     raise KeyError(f"no node {'writes' if producer else 'reads'} '{tensor}'")
 
 
-def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top: str) -> NodeHDL:
-    """Generate every node's HDL into `out_dir` and a module `top` wiring them up."""
+def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top: str,
+           sim_patches: bool = True) -> NodeHDL:
+    """Generate every node's HDL into `out_dir` and a module `top` wiring them up
+    (`sim_patches`: see `generate_node_hdl`)."""
     out_dir = Path(out_dir)
     graph = model.graph
-    _wire = _Wires().__getitem__
+    # wires named after their producer's port, not the tensor: the tensors FINN's InsertDWC
+    # and InsertFIFO add get random names, and the same graph must give the same module
+    wires = _Wires()
+    names = {t.name: f"in{k}" for k, t in enumerate(i for i in graph.input)}
+    names.update({t: f"{n.name}_out{k}" for n in graph.node for k, t in enumerate(n.output)})
+    _wire = (lambda t: wires[names.get(t, t)])
     for node in graph.node:
         if node.domain != RTL_DOMAIN:
             raise UnsupportedError(f"node '{node.name}' ({node.op_type}) has no RTL implementation; "
@@ -75,7 +82,7 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
     insts, fills = [], []
     for node in graph.node:
         inst = getCustomOp(node)
-        hdl = generate_node_hdl(model, node, out_dir, fpgapart, clk_ns)
+        hdl = generate_node_hdl(model, node, out_dir, fpgapart, clk_ns, sim_patches)
         files += [f for f in hdl.files if f not in files]
         in_w, out_w = _widths(inst, node)
         conns = [".ap_clk(ap_clk)", ".ap_rst_n(ap_rst_n)"]
@@ -103,7 +110,7 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
         lines += [f"  int unsigned {_wire(t)}_beats = 0;",
                   f"  always_ff @(posedge ap_clk) if ({_wire(t)}_TVALID && {_wire(t)}_TREADY) begin",
                   f"    {_wire(t)}_beats <= {_wire(t)}_beats + 1;",
-                  f"    if ({_wire(t)}_beats < `FLIMCC_TRACE) $display(\"trace %0d %0d {t}\", trace_cycle, {_wire(t)}_beats);",
+                  f"    if ({_wire(t)}_beats < `FLIMCC_TRACE) $display(\"trace %0d %0d {_wire(t)}\", trace_cycle, {_wire(t)}_beats);",
                   "  end"]
     lines.append("`endif")
     if fills:
