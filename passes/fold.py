@@ -65,7 +65,13 @@ def fold_knobs(inst) -> list[tuple[str, list[int]]]:
     types = inst.get_nodeattr_types()
     knobs = []
     if "SIMD" in types and "MW" in types:
-        knobs.append(("SIMD", cost.divisors(inst.get_nodeattr("MW"))))
+        mw = inst.get_nodeattr("MW")
+        simd = cost.divisors(mw)
+        if inst.onnx_node.op_type == "MVAU_rtl" and mw > 1:
+            # never one beat per vector: FINN's RTL matrix unit overflows its output queue
+            # under backpressure at SIMD = MW (see lower_finn.single_fold_matrices_to_hls)
+            simd = [d for d in simd if d < mw]
+        knobs.append(("SIMD", simd))
     elif "SIMD" in types and "ChannelsPerStream" in types:  # StreamingSplit: SIMD divides every part
         parts = list(inst.get_nodeattr("ChannelsPerStream"))
         knobs.append(("SIMD", [d for d in cost.divisors(min(parts)) if all(c % d == 0 for c in parts)]))

@@ -651,8 +651,25 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
         model = model.transform(InferSplitLayer())  # a fused gate product split into gates
         model = model.transform(InferDuplicateStreamsLayer())
         model = model.transform(MinimizeAccumulatorWidth())
+        single_fold_matrices_to_hls(model)
         model = model.transform(SpecializeLayers(fpgapart))
     return model
+
+
+def single_fold_matrices_to_hls(model: ModelWrapper) -> int:
+    """An MVAU whose input vector is one element (MW = 1: the projections of a one-channel
+    decay) takes FINN's HLS variant. FINN's RTL matrix unit overflows its output queue
+    under output backpressure when a vector is one beat (SIMD = MW; the assertion in
+    finn-rtllib's mvu_vvu_axi.sv fires in Verilator simulation at 50% stalls, data would be
+    lost), and a projection ahead of a recurrent loop is backpressured by the loop all the
+    time. Loop-body MVAUs (MW >= 2) stay RTL: `fold` never gives them SIMD = MW. Returns
+    how many were switched."""
+    n = 0
+    for node in model.graph.node:
+        if node.op_type == "MVAU" and getCustomOp(node).get_nodeattr("MW") == 1:
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "hls")
+            n += 1
+    return n
 
 
 def scan_to_loop(model: ModelWrapper, node: onnx.NodeProto, fpgapart: str) -> list[onnx.NodeProto]:

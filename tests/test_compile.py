@@ -315,6 +315,8 @@ def test_every_zoo_student_compiles_for_pynq_z2(tmp_path, name):
     assert s["verification"]["golden"].startswith("onnxruntime"), s["verification"]["golden"]
     if name != "seq2seqlite-float":  # QAT: the hardware computes exactly what the QONNX file says
         assert s["verification"]["max_abs_err"] == 0.0
+    # every loop's RTL is in the build (all their body nodes have RTL)
+    assert s["hdl"] and all(v == f"hdl/{k}/{k}.sv" for k, v in s["hdl"].items()), s["hdl"]
 
 
 def test_build_has_each_loops_rtl(build):

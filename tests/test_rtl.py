@@ -173,6 +173,27 @@ def test_flimcc_stream_ops_are_bit_exact_under_backpressure(tmp_path, op_type, a
     assert inst.lut_estimation(PART) > 0 and inst.bram_estimation(PART) == 0 and inst.dsp_estimation(PART) == 0
 
 
+def test_deadlock_names_the_full_fifo(tmp_path):
+    """An output that never takes a beat: the stitched FIFO in front of it fills, the input
+    stops, and the error names that FIFO with its fill."""
+    from flimcc.rtl.stitch import stitch
+
+    n, c, pe, depth = 40, 8, 2, 8
+    node = helper.make_node("StreamingFIFO_rtl", ["x"], ["y"], name="StreamingFIFO_rtl_7",
+                            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", depth=depth,
+                            folded_shape=[n, c // pe, pe], normal_shape=[n, c], dataType="INT8", ram_style="auto")
+    g = helper.make_graph([node], "fifo", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c])])
+    m = ModelWrapper(qonnx_make_model(g))
+    m.set_tensor_datatype("x", DataType["INT8"])
+    m.set_tensor_datatype("y", DataType["INT8"])
+    hdl = stitch(m, tmp_path, PART, 10.0, top="blocked")
+    beats = n * c // pe
+    with pytest.raises(SimulatorError, match=rf"out0_V={beats}; full FIFOs: StreamingFIFO_rtl_7 \({depth} of {depth}\)"):
+        simulate(hdl.files, "blocked", {Stream("in0_V", 16, beats): [0] * beats}, [Stream("out0_V", 16, beats)],
+                 tmp_path, stall_percent=100, max_cycles=2000)
+
+
 def test_stitched_chain_is_bit_exact(tmp_path):
     """MVAU_rtl -> Thresholding_rtl stitched into one module (a loop body's matrix and
     activation), bit-exact with flimcc's execution of the graph under backpressure."""

@@ -118,6 +118,17 @@ int main(int argc, char** argv) {
 """
 
 
+def fifo_fills(log: str) -> dict[str, tuple[int, int, int]]:
+    """FIFO name -> (highest fill, fill at the end, depth), as stitched modules print them
+    when the simulation ends (`flimcc.rtl.stitch`)."""
+    fills = {}
+    for line in log.splitlines():
+        if line.startswith("fifo_fill "):
+            _, name, most, now, depth = line.split()
+            fills[name] = (int(most), int(now), int(depth))
+    return fills
+
+
 def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]], outputs: Sequence[Stream],
              workdir: Path, gap_percent: int = 0, stall_percent: int = 0, seed: int = 1,
              max_cycles: int | None = None, ties: Sequence[str] = (), defines: Sequence[str] = ()) -> SimResult:
@@ -143,7 +154,12 @@ def simulate(sources: Sequence[Path], dut: str, inputs: dict[Stream, list[int]],
     text = run.stdout + run.stderr
     if "deadlock" in text:
         line = next(line for line in text.splitlines() if "deadlock" in line)
-        raise SimulatorError(f"{dut}: no progress after {limit} cycles; beats still owed: {line.split(' ', 1)[1]}")
+        fifos = fifo_fills(text)
+        full = [f"{name} ({count} of {depth})" for name, (_, count, depth) in fifos.items() if count >= depth]
+        where = (f"; full FIFOs: {', '.join(full)}" if full else
+                 "; no FIFO is full" if fifos else "")
+        raise SimulatorError(f"{dut}: no progress after {limit} cycles; beats still owed: "
+                             f"{line.split(' ', 1)[1]}{where}")
     stats = next((line.split() for line in text.splitlines() if line.startswith("cycles ")), None)
     if run.returncode != 0 or stats is None:
         raise SimulatorError(f"{dut}: simulation failed: {text.strip()[-300:]}")

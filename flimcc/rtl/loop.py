@@ -19,6 +19,7 @@ the node: ``in<k>_V`` for its inputs in order, ``out<k>_V`` for its outputs.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from flimcc.errors import UnsupportedError
 from flimcc.rtl.finn_hdl import NodeHDL, round_thresholds
 from flimcc.rtl.stitch import stitch, stream_port
 
@@ -219,6 +221,11 @@ def write_build_hdl(model: ModelWrapper, hdl_dir: Path, fpgapart: str, clk_ns: f
             status[node.name] = (f"no HDL: body node '{missing[0].name}' ({missing[0].op_type}) has no RTL "
                                  "implementation")
             continue
-        loop_hdl(model, node, Path(hdl_dir) / node.name, fpgapart, clk_ns, sim_patches=False)
+        try:
+            loop_hdl(model, node, Path(hdl_dir) / node.name, fpgapart, clk_ns, sim_patches=False)
+        except UnsupportedError as e:  # the build stands without it; say why
+            shutil.rmtree(Path(hdl_dir) / node.name, ignore_errors=True)
+            status[node.name] = f"no HDL: {e}"
+            continue
         status[node.name] = f"{Path(hdl_dir).name}/{node.name}/{node.name}.sv"
     return status

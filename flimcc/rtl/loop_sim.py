@@ -25,7 +25,7 @@ from qonnx.custom_op.registry import getCustomOp
 
 from flimcc.errors import UnsupportedError
 from flimcc.rtl.finn_hdl import beats_to_array, stream_beats
-from flimcc.rtl.harness import Stream, simulate
+from flimcc.rtl.harness import Stream, fifo_fills, simulate
 from flimcc.rtl.loop import hardware_body, loop_hdl
 from flimcc.rtl.stitch import RTL_DOMAIN, stream_port
 
@@ -111,7 +111,7 @@ def run_loop(model: ModelWrapper, node, context: dict, workdir: Path, fpgapart: 
     t0 = time.perf_counter()
     hdl = loop_hdl(model, node, workdir, fpgapart, clk_ns, fifo_depths)
     hdl_s = time.perf_counter() - t0
-    defines = ("FINN_SIMULATION", "FLIMCC_FIFO_FILL") if gauge else ()
+    defines = ("FINN_SIMULATION",) if gauge else ()
     res = simulate(hdl.files, hdl.top, streams, [s for _, s, _, _ in expect], workdir, gap_percent=gap_percent,
                    stall_percent=stall_percent, seed=seed, max_cycles=max_cycles, defines=defines)
     exact = True
@@ -120,11 +120,7 @@ def run_loop(model: ModelWrapper, node, context: dict, workdir: Path, fpgapart: 
         got = beats_to_array(res.outputs[s.port], dt, [s.beats, lanes], s.width)
         shape = _to_frames(outs[j], p, seq).shape
         exact &= bool(np.array_equal(_from_frames(got.reshape(shape), outs[j], seq), outs[j]))
-    fills = {}
-    for line in res.log.splitlines():
-        if line.startswith("fifo_fill "):
-            _, name, fill = line.split()
-            fills[name] = int(fill)
+    fills = {name: most for name, (most, _, _) in fifo_fills(res.log).items()} if gauge else {}
     frames = n_pix // p
     return LoopRun(node.name, inst.get_nodeattr("iterations"), p, frames, res.cycles,
                    frames * int(inst.get_exp_cycles()), exact, fills, hdl_s, res.build_seconds, res.run_seconds)

@@ -22,12 +22,15 @@ from flimcc.rtl.finn_hdl import NodeHDL, generate_node_hdl
 RTL_DOMAIN = "finn.custom_op.fpgadataflow.rtl"
 
 
-def _widths(inst, node) -> tuple[list[int], list[int]]:
-    n_in = sum(1 for t in node.input if t) if not node.op_type.startswith(("MVAU", "Thresholding")) else 1
-    ins = [inst.get_instream_width_padded(k) for k in range(n_in)]
+def _streams(inst, node, inits) -> tuple[list[tuple[str, int]], list[int]]:
+    """(tensor, beat width) of each input stream in port order, and each output's width.
+    Weights and thresholds live inside MVAU/Thresholding; a constant operand of an
+    elementwise op has width 0 and no port."""
+    n_in = 1 if node.op_type.startswith(("MVAU", "Thresholding")) else len(node.input)
+    ins = [(t, inst.get_instream_width_padded(k)) for k, t in enumerate(node.input[:n_in]) if t and t not in inits]
     outs = [inst.get_outstream_width_padded(k) if len(node.output) > 1 else inst.get_outstream_width_padded()
             for k in range(len(node.output))]
-    return ins, outs
+    return [(t, w) for t, w in ins if w], outs
 
 
 def stream_port(graph_model: ModelWrapper, tensor: str, producer: bool):
@@ -84,22 +87,23 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
         inst = getCustomOp(node)
         hdl = generate_node_hdl(model, node, out_dir, fpgapart, clk_ns, sim_patches)
         files += [f for f in hdl.files if f not in files]
-        in_w, out_w = _widths(inst, node)
+        in_streams, out_w = _streams(inst, node, inits)
         conns = [".ap_clk(ap_clk)", ".ap_rst_n(ap_rst_n)"]
-        data_inputs = [t for t in node.input if t and t not in inits][:len(in_w)]
-        for k, t in enumerate(data_inputs):
-            if t in width and width[t] != in_w[k]:
-                raise UnsupportedError(f"node '{node.name}' input {k} takes {in_w[k]}-bit beats but '{t}' carries "
+        for k, (t, w) in enumerate(in_streams):
+            if t in width and width[t] != w:
+                raise UnsupportedError(f"node '{node.name}' input {k} takes {w}-bit beats but '{t}' carries "
                                        f"{width[t]}-bit beats: a width converter is needed there")
-            width.setdefault(t, in_w[k])
+            width.setdefault(t, w)
             conns += [f".in{k}_V_{s}({_wire(t)}_{s})" for s in ("TDATA", "TVALID", "TREADY")]
         for k, t in enumerate(node.output):
             width[t] = out_w[k]
             conns += [f".out{k}_V_{s}({_wire(t)}_{s})" for s in ("TDATA", "TVALID", "TREADY")]
-        if node.op_type == "StreamingFIFO_rtl":  # its fill, for sizing (FLIMCC_FIFO_FILL)
-            lines.append(f"  logic [31:0] {node.name}_maxcount;")
-            fills.append(f"    $display(\"fifo_fill {node.name} %0d\", {node.name}_maxcount);")
-            conns.append(f".maxcount({node.name}_maxcount)")
+        if node.op_type == "StreamingFIFO_rtl":  # its fill when the simulation ends: sizing, deadlocks
+            depth = inst.get_nodeattr("depth")
+            lines.append(f"  logic [31:0] {node.name}_count, {node.name}_maxcount;")
+            fills.append(f"    $display(\"fifo_fill {node.name} %0d %0d {depth}\", {node.name}_maxcount, "
+                         f"{node.name}_count);")
+            conns += [f".count({node.name}_count)", f".maxcount({node.name}_maxcount)"]
         insts.append(f"  {hdl.top} {node.name}_i ({', '.join(conns)});")
     for t, w in width.items():
         lines.append(f"  logic [{w - 1}:0] {_wire(t)}_TDATA; logic {_wire(t)}_TVALID, {_wire(t)}_TREADY;")
@@ -113,8 +117,8 @@ def stitch(model: ModelWrapper, out_dir: Path, fpgapart: str, clk_ns: float, top
                   f"    if ({_wire(t)}_beats < `FLIMCC_TRACE) $display(\"trace %0d %0d {_wire(t)}\", trace_cycle, {_wire(t)}_beats);",
                   "  end"]
     lines.append("`endif")
-    if fills:
-        lines += ["`ifdef FLIMCC_FIFO_FILL", "  final begin", *fills, "  end", "`endif"]
+    if fills:  # printed by the testbench's end (flimcc.rtl.harness), read by simulate()
+        lines += ["`ifndef SYNTHESIS", "  final begin", *fills, "  end", "`endif"]
     for k, t in enumerate(graph_in):
         if t not in width:
             raise UnsupportedError(f"graph input '{t}' is read by no node")
