@@ -315,8 +315,10 @@ def test_every_zoo_student_compiles_for_pynq_z2(tmp_path, name):
     assert s["verification"]["golden"].startswith("onnxruntime"), s["verification"]["golden"]
     if name != "seq2seqlite-float":  # QAT: the hardware computes exactly what the QONNX file says
         assert s["verification"]["max_abs_err"] == 0.0
-    # every loop's RTL is in the build (all their body nodes have RTL)
-    assert s["hdl"] and all(v == f"hdl/{k}/{k}.sv" for k, v in s["hdl"].items()), s["hdl"]
+    if name == "seq2seqlite-int4":  # 4-bit products in LUTs: FINN's MVAU_hls, no RTL to simulate
+        assert all("(MVAU_hls) has no RTL" in v for v in s["hdl"].values()), s["hdl"]
+    else:  # every loop's RTL is in the build (all their body nodes have RTL)
+        assert s["hdl"] and all(v == f"hdl/{k}/{k}.sv" for k, v in s["hdl"].items()), s["hdl"]
 
 
 def test_build_has_each_loops_rtl(build):
