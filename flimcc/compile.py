@@ -170,7 +170,7 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     report = run.report.to_json()
     p = int(next(iter(_loop_pixels(hw)), 1))
     perf = cost.throughput(hw, p, clock)
-    used = cost.total_resources(hw, target.fpga_part, p)
+    used = cost.total_resources(hw, target.fpga_part, p, built=True)  # as the RTL is built
     budget = target.budget(headroom)
     fits = cost.fits(used, budget)
     if not fits:  # plan-memory checked already; this guards pipelines given by hand

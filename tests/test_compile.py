@@ -271,7 +271,7 @@ def test_search_cost_model_equals_finn_analyses(folded):
         timing = cost.loop_timing(node, inst)
         assert (timing.ii, timing.latency) == (perf["max_cycles"], perf["critical_path_cycles"])
         direct = inst.node_res_estimation(part)
-        cached = cost.loop_res(inst, part)
+        cached = cost.loop_res(inst, part, built=True)
         for k in cost.RESOURCES:
             assert cached[k] == pytest.approx(direct[k])
         p = inst.get_nodeattr("pixels")

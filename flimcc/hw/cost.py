@@ -104,11 +104,15 @@ def loop_timing(node, inst) -> LoopTiming:
                       inst.get_nodeattr("step_overhead"), worst)
 
 
-def loop_res(inst, fpgapart: str) -> dict:
-    """The loop's resources: its body nodes' FINN estimates summed (cached per node); equal
-    to ``RecurrentLoop.node_res_estimation`` (tested)."""
+def loop_res(inst, fpgapart: str, built: bool = False) -> dict:
+    """The loop's resources: FINN's estimates of its body nodes summed, cached per node.
+    `built`: the body as its RTL is built (`RecurrentLoop.hardware_body`: width converters
+    and stream FIFOs included), equal to ``RecurrentLoop.node_res_estimation`` (tested), for
+    what a build reports; else the body alone, a few times faster, for the fold search
+    (the difference is small and does not depend much on the folding)."""
     totals = {k: 0.0 for k in RESOURCES}
-    for n in inst.get_nodeattr("body").node:
+    body = inst.hardware_body(fpgapart).graph if built else inst.get_nodeattr("body")
+    for n in body.node:
         if n.domain in FINN_HW_DOMAINS:
             res = node_res(n, fpgapart)
             for k in RESOURCES:
@@ -167,14 +171,16 @@ def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str = "auto") ->
     return getCustomOp(node).node_res_estimation(fpgapart)
 
 
-def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: str = "auto") -> dict[str, float]:
+def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: str = "auto",
+                    built: bool = False) -> dict[str, float]:
+    """The design's resources (FINN's estimates); `built`: loops as built (see `loop_res`)."""
     totals = {k: 0.0 for k in RESOURCES}
     for node, inst in hw_nodes(model):
         res = node_res(node, fpgapart)
         for k in RESOURCES:
             totals[k] += float(res.get(k, 0))
     for node, inst in loop_nodes(model):
-        res = loop_res(inst, fpgapart)
+        res = loop_res(inst, fpgapart, built)
         for k in RESOURCES:
             totals[k] += res[k]
     if not _has_planned_buffers(model):

@@ -32,8 +32,9 @@ the first pixel's previous step left the pipeline, so one step costs max(P * II,
 ``T * (max(P * II, L) + step_overhead)``. The default overhead, 40 cycles, is the constant
 FINN's FINNLoop uses per iteration.
 
-Resources are the sum of the body nodes' FINN estimates (their own ``node_res_estimation``),
-feedback FIFOs included; op and parameter counts are the body's FINN counts with ops times T.
+Resources are the sum of FINN's estimates (each node's own ``node_res_estimation``) over the
+body as it is built (`hardware_body`: the width converters and stream FIFOs the RTL adds,
+thresholds as integers), feedback FIFOs included; op and parameter counts are the body's FINN counts with ops times T.
 """
 
 from __future__ import annotations
@@ -269,10 +270,21 @@ class RecurrentLoop(HWCustomOp):
     def get_exp_cycles(self):
         return int(self.get_nodeattr("iterations") * self.step_cycles())
 
+    def hardware_body(self, fpgapart: str = "") -> ModelWrapper:
+        """The body as its RTL is built (`flimcc.rtl.loop.hardware_body`): thresholds as the
+        integers synthesised, FINN's width converters, a FIFO on every stream at this loop's
+        `fifo_depths` (FINN's shallow default where none is given)."""
+        from flimcc.rtl.loop import hardware_body
+
+        return hardware_body(self.body(), self.onnx_node.name, fpgapart, self.get_nodeattr("num_state"),
+                             self.fifo_depths())
+
     def body_res_estimation(self, fpgapart: str) -> dict:
+        """FINN's estimate of every node that is built: the hardware body's, width
+        converters and stream FIFOs included."""
         from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-        return self.body().analysis(lambda m: res_estimation(m, fpgapart))
+        return self.hardware_body(fpgapart).analysis(lambda m: res_estimation(m, fpgapart))
 
     def node_res_estimation(self, fpgapart):
         per_node = self.body_res_estimation(fpgapart)
