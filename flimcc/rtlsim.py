@@ -10,7 +10,13 @@ and the record says so.
 
 ``size_fifos``: each loop's FIFOs are sized by a gauge run first (`size_fifos`), the sized
 loop simulated, and the depths written into the build (the loop node's ``fifo_depths`` in
-model.onnx, which the loop's HDL generation reads, and folding_config.json).
+model.onnx, which the loop's HDL generation reads, and folding_config.json), its loops' RTL
+regenerated and its resources re-estimated with them.
+
+The run is recorded in the build, which flimcc rewrites as it writes its folders (whole, or
+not at all): ``rtlsim.json`` (the record without timings) and summary.json's ``rtlsim``
+entry. A folder flimcc did not write is simulated but not touched (and `size_fifos` is
+refused before any work).
 """
 
 from __future__ import annotations
@@ -33,16 +39,24 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     """Simulate every loop of the build folder `build`; return the record (module docstring)."""
     import flimcc
     from flimcc.execute import execute
-    from flimcc.ir import atomic_write, save
     from flimcc.layout import loop_nodes
     from flimcc.models.fli_data import simulate as simulate_decays
     from flimcc.rtl import verilator
     from flimcc.rtl.loop_sim import check_rtl, run_loop, size_fifos as size_loop_fifos
 
+    from flimcc.build_folder import OutputFolderError, check_output_folder
+
     build = Path(build)
     model_path = build / "model.onnx"
     if not model_path.is_file():
         _fail(f"{build}: not a flimcc build folder (no model.onnx); make one with `flimcc compile`")
+    try:
+        check_output_folder(build, option="BUILD")
+        not_recorded = None
+    except OutputFolderError as e:
+        if size_fifos:
+            raise
+        not_recorded = str(e)
     summary = json.loads((build / "summary.json").read_text()) if (build / "summary.json").is_file() else {}
     model = flimcc.load(model_path)
     loops = list(loop_nodes(model))
@@ -79,16 +93,8 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     if size_fifos:
         for node, inst in loops:
             inst.set_fifo_depths(depths_all[node.name])
-        save(model, model_path)
-        folding_path = build / "folding_config.json"
-        if folding_path.is_file():
-            folding = json.loads(folding_path.read_text())
-            for loop, depths in depths_all.items():
-                for fifo, d in depths.items():
-                    folding[f"{loop}_body_{fifo}"] = {"depth": d, "impl_style": "rtl", "ram_style": "auto"}
-            atomic_write(folding_path, (json.dumps(folding, indent=2, sort_keys=True) + "\n").encode())
     worst = max(runs, key=lambda r: r["cycles"])
-    return {
+    rec = {
         "build": str(build),
         "bit_exact": all(r["bit_exact"] for r in runs),
         "pixels": n,
@@ -103,6 +109,61 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
         "fifos_sized": size_fifos,
         "loops": runs,
     }
+    if not_recorded is None:
+        _record(build, rec, model if size_fifos else None, part, clk_ns)
+    rec["recorded"] = "rtlsim.json and summary.json's rtlsim entry" if not_recorded is None else \
+        f"not recorded in the build: {not_recorded}"
+    return rec
+
+
+_TIMINGS = ("hdl_seconds", "build_seconds", "run_seconds")
+
+
+def _record(build: Path, rec: dict, sized_model, part: str, clk_ns: float) -> None:
+    """Rewrite the build with this run in it (see the module docstring): `sized_model`, the
+    model with its loops' new FIFO depths, or None."""
+    import shutil
+
+    from flimcc.build_folder import MARKER, write_folder
+    from flimcc.hw import cost
+    from flimcc.ir import save
+    from flimcc.layout import loop_nodes
+    from flimcc.rtl.loop import write_build_hdl
+
+    listed = json.loads((build / MARKER).read_text())["files"]
+    stable = {k: v for k, v in rec.items() if k != "build"}
+    stable["loops"] = [{k: v for k, v in r.items() if k not in _TIMINGS} for r in rec["loops"]]
+
+    def dump(path: Path, obj) -> None:
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def write(tmp: Path) -> None:
+        for f in listed:
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(build / f, tmp / f)
+        summary = json.loads((tmp / "summary.json").read_text())
+        if sized_model is not None:
+            save(sized_model, tmp / "model.onnx")
+            folding = json.loads((tmp / "folding_config.json").read_text())
+            for node, inst in loop_nodes(sized_model):
+                for fifo, d in inst.fifo_depths().items():
+                    folding[f"{node.name}_body_{fifo}"] = {"depth": d, "impl_style": "rtl", "ram_style": "auto"}
+            dump(tmp / "folding_config.json", folding)
+            shutil.rmtree(tmp / "hdl", ignore_errors=True)
+            summary["hdl"] = write_build_hdl(sized_model, tmp / "hdl", part, clk_ns)
+            used = cost.total_resources(sized_model, part, summary["pixel_parallelism"], built=True)
+            summary["resources"] = {k: round(used[k], 1) for k in cost.RESOURCES}
+            summary["fits"] = cost.fits(used, summary["budget"])
+        summary["rtlsim"] = {k: stable[k] for k in (
+            "bit_exact", "pixels", "cycles_per_pixel", "cycles_measured_on", "estimated_cycles_per_pixel",
+            "simulator", "fifos_sized", "backpressure")}
+        summary["rtlsim"]["loops"] = {r["loop"]: {k: r[k] for k in ("bit_exact", "cycles_per_pixel",
+                                                                  "estimated_cycles_per_pixel")}
+                                      for r in stable["loops"]}
+        dump(tmp / "summary.json", summary)
+        dump(tmp / "rtlsim.json", stable)
+
+    write_folder(build, write, option="BUILD")
 
 
 def print_rtlsim(console, rec: dict) -> None:
@@ -120,3 +181,4 @@ def print_rtlsim(console, rec: dict) -> None:
     console.print(f"measured {rec['cycles_per_pixel']:,.1f} cycles/pixel on the {rec['cycles_measured_on']}; "
                   f"compile estimate {est:,.1f} cycles/pixel" if est is not None else "")
     console.print("bit-exact against flimcc's executor" if rec["bit_exact"] else "NOT bit-exact")
+    console.print(f"recorded: {rec['recorded']}")

@@ -114,12 +114,9 @@ def test_missing_output_is_reported_as_deadlock(tmp_path):
                  [Stream("out0_V", ow, len(beats) + 5)], tmp_path, max_cycles=500)
 
 
-@pytest.mark.parametrize("depth", [32, 1000])
-def test_streaming_fifo_rtl_passes_every_beat(tmp_path, depth):
-    """FINN's RTL FIFO (a state FIFO in a loop body) from a patched fifo.sv copy: every beat
-    out in order, under gaps and backpressure; depth 1000 uses the block-RAM geometry."""
-    n, c, pe = 40, 8, 2
-    node = helper.make_node("StreamingFIFO_rtl", ["x"], ["y"], name="StreamingFIFO_rtl_0",
+def _fifo(n: int, c: int, pe: int, depth: int, name: str = "StreamingFIFO_rtl_0") -> ModelWrapper:
+    """One StreamingFIFO_rtl of INT8 [n, c] in beats of pe lanes."""
+    node = helper.make_node("StreamingFIFO_rtl", ["x"], ["y"], name=name,
                             domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", depth=depth,
                             folded_shape=[n, c // pe, pe], normal_shape=[n, c], dataType="INT8", ram_style="auto")
     g = helper.make_graph([node], "fifo", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c])],
@@ -127,6 +124,15 @@ def test_streaming_fifo_rtl_passes_every_beat(tmp_path, depth):
     m = ModelWrapper(qonnx_make_model(g))
     m.set_tensor_datatype("x", DataType["INT8"])
     m.set_tensor_datatype("y", DataType["INT8"])
+    return m
+
+
+@pytest.mark.parametrize("depth", [32, 1000])
+def test_streaming_fifo_rtl_passes_every_beat(tmp_path, depth):
+    """FINN's RTL FIFO (a state FIFO in a loop body) from a patched fifo.sv copy: every beat
+    out in order, under gaps and backpressure; depth 1000 uses the block-RAM geometry."""
+    n, c = 40, 8
+    m = _fifo(n, c, 2, depth)
     x = np.random.default_rng(4).integers(-128, 128, size=(n, c)).astype(np.float32)
     y, _, _ = _run_node(m, x, tmp_path, gap_percent=20, stall_percent=40, seed=7)
     np.testing.assert_array_equal(y, x)
@@ -179,14 +185,7 @@ def test_deadlock_names_the_full_fifo(tmp_path):
     from flimcc.rtl.stitch import stitch
 
     n, c, pe, depth = 40, 8, 2, 8
-    node = helper.make_node("StreamingFIFO_rtl", ["x"], ["y"], name="StreamingFIFO_rtl_7",
-                            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow", depth=depth,
-                            folded_shape=[n, c // pe, pe], normal_shape=[n, c], dataType="INT8", ram_style="auto")
-    g = helper.make_graph([node], "fifo", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c])])
-    m = ModelWrapper(qonnx_make_model(g))
-    m.set_tensor_datatype("x", DataType["INT8"])
-    m.set_tensor_datatype("y", DataType["INT8"])
+    m = _fifo(n, c, pe, depth, name="StreamingFIFO_rtl_7")
     hdl = stitch(m, tmp_path, PART, 10.0, top="blocked")
     beats = n * c // pe
     with pytest.raises(SimulatorError, match=rf"out0_V={beats}; full FIFOs: StreamingFIFO_rtl_7 \({depth} of {depth}\)"):

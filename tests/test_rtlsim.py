@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 import flimcc
+from flimcc.build_folder import check_output_folder
 from flimcc.layout import loop_nodes
 
 from conftest import run_cli
@@ -32,6 +33,13 @@ def test_rtlsim_is_bit_exact_under_backpressure(small_build):
     assert rec["cycles"] == worst["cycles"] and worst["loop"] in rec["cycles_measured_on"]
     summary = json.loads((small_build / "summary.json").read_text())
     assert rec["estimated_cycles_per_pixel"] == summary["cycles_per_pixel"]
+    # recorded in the build, which stays flimcc's own folder (a later compile may replace it)
+    assert summary["rtlsim"]["bit_exact"] and summary["rtlsim"]["pixels"] == 4
+    assert summary["rtlsim"]["loops"]["RecurrentLoop_1"]["cycles_per_pixel"] == rec["loops"][1]["cycles_per_pixel"]
+    recorded = json.loads((small_build / "rtlsim.json").read_text())
+    assert recorded["cycles"] == rec["cycles"] and "run_seconds" not in recorded["loops"][0]
+    assert "rtlsim.json" in json.loads((small_build / ".flimcc-build.json").read_text())["files"]
+    check_output_folder(small_build)
 
 
 def test_rtlsim_sizes_fifos_into_the_build(small_build, tmp_path):
@@ -49,6 +57,12 @@ def test_rtlsim_sizes_fifos_into_the_build(small_build, tmp_path):
         assert all(d >= 2 for d in depths.values())
         for fifo, d in depths.items():
             assert folding[f"{node.name}_body_{fifo}"]["depth"] == d
+    summary = json.loads((build / "summary.json").read_text())
+    assert summary["rtlsim"]["fifos_sized"] and summary["rtlsim"]["bit_exact"]
+    # the loops' RTL in the build was regenerated with the sized FIFOs
+    node, inst = next(iter(loop_nodes(model)))
+    fifo, d = max(inst.fifo_depths().items(), key=lambda kv: kv[1])
+    assert d > 2 and f".DEPTH({d})" in (build / "hdl" / node.name / f"{fifo}.v").read_text()
     # the sized build simulates as it is, from its own depths
     again = json.loads(run_cli("rtlsim", str(build), "--json", "--gap", "0", "--stall", "0").stdout)
     assert again["bit_exact"] and [e["fifo_depths"] for e in again["loops"]] == [e["fifo_depths"]
@@ -68,6 +82,20 @@ def test_rtlsim_refuses_a_loop_node_without_rtl(small_build, tmp_path):
     assert r.returncode == 2
     assert f"body node '{victim.name}' (ElementwiseAdd_hls) has no RTL" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rtlsim_leaves_a_folder_flimcc_did_not_write(small_build, tmp_path):
+    """Simulated, not touched: a build folder someone added a file to."""
+    build = tmp_path / "build"
+    shutil.copytree(small_build, build)
+    (build / "notes.txt").write_text("mine")
+    before = (build / "summary.json").read_bytes()
+    r = run_cli("rtlsim", str(build), "--json", "--gap", "0", "--stall", "0")
+    assert r.returncode == 0, r.stderr
+    assert "not recorded in the build" in json.loads(r.stdout)["recorded"]
+    assert (build / "summary.json").read_bytes() == before and (build / "notes.txt").read_text() == "mine"
+    r = run_cli("rtlsim", str(build), "--size-fifos")
+    assert r.returncode == 2 and "notes.txt" in r.stderr
 
 
 def test_rtlsim_bad_input(small_build, tmp_path):
