@@ -207,6 +207,10 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
         # Honest provenance: compile does not simulate; `flimcc rtlsim` measures the loops.
         "cycles_source": ("estimate: FINN's estimators and flimcc's loop model (flimcc/hw/recurrent_loop.py); "
                           "`flimcc rtlsim <build>` measures the loops' RTL under Verilator"),
+        # The loop model assumes FIFOs that never stall a loop; compile does not simulate,
+        # so the FIFOs it builds are FINN's shallow defaults and plan-memory's estimates.
+        "fifo_depths": ("not sized by simulation: `flimcc rtlsim <build> --size-fifos` sizes the loops' FIFOs; "
+                        "the cycles above assume FIFOs that never stall a loop"),
         "finn_build": ("`python finn_build.py` in this folder, on a machine with Vivado and Vitis HLS, continues with "
                        "FINN's build_dataflow (steps in dataflow_build_config.json; those needing a vendor tool are "
                        "listed in finn_build.py); each loop's RTL is also in hdl/<loop>/ (top module <loop>), and "

@@ -47,4 +47,6 @@ def print_summary(console: Console, s: dict) -> None:
         verdict = "[green]bit-exact[/green]" if v["bit_exact"] else "[red]NOT bit-exact[/red]"
         console.print(f"verification: {verdict} with the integer stage on {v['samples']} inputs; "
                       f"max abs err vs {v['golden']}: {err:.2e}", soft_wrap=True)
+    if any(v.startswith("hdl/") for v in (s.get("hdl") or {}).values()):
+        console.print(f"loops as RTL in hdl/; FIFO depths {s.get('fifo_depths', '')}", soft_wrap=True)
     console.print(f"wrote {s['output_dir']}/", soft_wrap=True)

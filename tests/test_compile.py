@@ -333,6 +333,7 @@ def test_build_has_each_loops_rtl(build):
     hw = flimcc.load(out / "model.onnx")
     loops = [n.name for n, _ in loop_nodes(hw)]
     assert sorted(s["hdl"]) == sorted(loops) and loops
+    assert s["fifo_depths"].startswith("not sized by simulation")  # compile does not simulate
     marker = json.loads((out / ".flimcc-build.json").read_text())["files"]
     lib = Path(finn.__file__).parent / "finn-rtllib"
     for loop in loops:

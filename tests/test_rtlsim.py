@@ -59,6 +59,7 @@ def test_rtlsim_sizes_fifos_into_the_build(small_build, tmp_path):
             assert folding[f"{node.name}_body_{fifo}"]["depth"] == d
     summary = json.loads((build / "summary.json").read_text())
     assert summary["rtlsim"]["fifos_sized"] and summary["rtlsim"]["bit_exact"]
+    assert summary["fifo_depths"].startswith("sized by `flimcc rtlsim --size-fifos` (Verilator")
     # the loops' RTL in the build was regenerated with the sized FIFOs
     node, inst = next(iter(loop_nodes(model)))
     fifo, d = max(inst.fifo_depths().items(), key=lambda kv: kv[1])
