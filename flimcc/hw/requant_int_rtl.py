@@ -58,12 +58,16 @@ class IntRequant_rtl(Requant, FlimccRTLOp):
             np.unique(np.concatenate([np.linspace(lo, hi, 1 << 20).astype(np.int64), [lo, hi]]))
         qlo, qhi = min_int(odt.signed(), self.get_nodeattr("narrow"), odt.bitwidth()), \
             max_int(odt.signed(), self.get_nodeattr("narrow"), odt.bitwidth())
+        # each distinct (scale, bias) of the channels once: usually one for the whole tensor
+        fs = np.broadcast_to(np.ravel(scale).astype(np.float32), (c,))
+        fb = np.broadcast_to(np.ravel(bias).astype(np.float32), (c,))
+        _, first = np.unique(np.stack([fs.astype(np.float64), fb.astype(np.float64), s, b], axis=1), axis=0,
+                             return_index=True)
         xf = x.astype(np.float32)[:, None]
-        finn = np.clip(np.floor(xf * scale.astype(np.float32).reshape(1, -1)
-                                + bias.astype(np.float32).reshape(1, -1) + np.float32(0.5)), qlo, qhi)
+        finn = np.clip(np.floor(xf * fs[first][None, :] + fb[first][None, :] + np.float32(0.5)), qlo, qhi)
         half = (1 << (k - 1)) if k else 0
-        ours = np.clip((x[:, None] * s[None, :] + b[None, :] + half) >> k, qlo, qhi)
-        if not np.array_equal(np.broadcast_to(finn, ours.shape), ours):
+        ours = np.clip((x[:, None] * s[first][None, :] + b[first][None, :] + half) >> k, qlo, qhi)
+        if not np.array_equal(finn, ours):
             raise UnsupportedError(f"node '{name}': integer requantization differs from FINN's float32 formula "
                                    "on some inputs; no integer RTL for it")
         return s, b, k
