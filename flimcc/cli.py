@@ -226,10 +226,11 @@ def verify(model, golden, inputs, samples, seed, atol, rtol, as_json, dims) -> N
 @click.option("--verify", "verify_samples", type=click.IntRange(min=0), default=16, show_default=True,
               help="Seeded random inputs every stage is checked on (0: no verification).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--size-fifos", is_flag=True, help="Size the loops' FIFOs by RTL simulation (Verilator, ~1 min).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @dim_option
-def compile_cmd(model, target_name, out_dir, pixels, clock_mhz, fps, headroom, bits, verify_samples, seed, as_json,
-                dims) -> None:
+def compile_cmd(model, target_name, out_dir, pixels, clock_mhz, fps, headroom, bits, verify_samples, seed, size_fifos,
+                as_json, dims) -> None:
     """Compile MODEL into a FINN streaming-dataflow build folder for a board."""
     from .compile import compile_model
     from .summary import print_summary
@@ -238,7 +239,7 @@ def compile_cmd(model, target_name, out_dir, pixels, clock_mhz, fps, headroom, b
     get_target(target_name)  # unknown target: fail before any work
     summary = compile_model(model, target_name, out_dir, pixels=pixels, clock_mhz=clock_mhz, fps=fps,
                             verify_samples=verify_samples, headroom=headroom, bits=bits, seed=seed,
-                            dims=_dims(dims) or None)
+                            dims=_dims(dims) or None, size_fifos=size_fifos)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:

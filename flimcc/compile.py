@@ -135,8 +135,10 @@ def _check_options(pixels, clock_mhz, fps, verify_samples, headroom, bits) -> No
 def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir: str | Path | None = None,
                   pixels: str = "auto", clock_mhz: float | None = None, fps: float = 0.0,
                   verify_samples: int = 16, headroom: float = 0.85, bits: int = 8, seed: int = 0,
-                  dims: dict | None = None) -> dict:
-    """Compile and write the build folder; returns the summary (also in summary.json)."""
+                  dims: dict | None = None, size_fifos: bool = False) -> dict:
+    """Compile and write the build folder; returns the summary (also in summary.json).
+    `size_fifos`: then size the loops' FIFOs by RTL simulation (`flimcc rtlsim
+    --size-fifos`, no backpressure), so that the build meets its cycle estimate."""
     import flimcc
     from flimcc.targets import get_target
 
@@ -226,6 +228,12 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
 
     _write_build(out, hw, target, clock, summary, report, {"pixel_parallelism": p, **memory_plan(hw, target.fpga_part)})
     summary["output_dir"] = str(out)
+    if size_fifos and any(v.startswith("hdl/") for v in summary["hdl"].values()):
+        from flimcc.rtlsim import rtlsim_build
+
+        rtlsim_build(out, size_fifos=True)
+        written = json.loads((Path(out) / "summary.json").read_text())
+        summary.update({k: written[k] for k in ("resources", "fits", "hdl", "fifo_depths", "rtlsim")})
     return summary
 
 

@@ -106,3 +106,15 @@ def test_rtlsim_bad_input(small_build, tmp_path):
     assert r.returncode == 2 and "--pixels 3" in r.stderr and "multiple of 2" in r.stderr
     r = run_cli("rtlsim", str(small_build), "--stall", "100")
     assert r.returncode == 2 and "--stall" in r.stderr
+
+
+def test_compile_can_size_the_fifos(small_build, tmp_path):
+    """`flimcc compile --size-fifos`: the build comes out sized by simulation, in one command."""
+    r = run_cli("compile", str(small_build.parent / "small.onnx"), "--target", "pynq-z2", "--pixels", "2",
+                "--verify", "0", "--size-fifos", "-o", str(tmp_path / "b"), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["fifo_depths"].startswith("sized by") and s["rtlsim"]["bit_exact"] and s["rtlsim"]["fifos_sized"]
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["rtlsim"] == s["rtlsim"]
+    model = flimcc.load(tmp_path / "b" / "model.onnx")
+    assert all(inst.fifo_depths() for _, inst in loop_nodes(model))
