@@ -14,9 +14,8 @@ import copy
 
 from qonnx.core.modelwrapper import ModelWrapper
 
-from flimcc.errors import UnsupportedError
+from flimcc.rtl.stitch import RTL_DOMAIN
 
-FINN_RTL_DOMAIN = "finn.custom_op.fpgadataflow.rtl"
 
 #: The FINN steps of dataflow_build_config.json and the vendor tool each needs ("" for none).
 STEP_TOOLS = {
@@ -38,16 +37,14 @@ def for_finn(model: ModelWrapper) -> ModelWrapper:
     """A copy of `model` whose RecurrentLoops are `RecurrentLoop_rtl` nodes of FINN's RTL
     domain (`flimcc.hw.recurrent_loop_rtl`); a loop body node without RTL is refused by name."""
     from flimcc.layout import LOOP_DOMAIN, loop_nodes
+    from flimcc.rtl.loop import check_loop_rtl
 
-    for node, inst in loop_nodes(model):
-        for bnode in inst.body().graph.node:
-            if bnode.domain != FINN_RTL_DOMAIN:
-                raise UnsupportedError(f"loop '{node.name}': body node '{bnode.name}' ({bnode.op_type}) has no RTL "
-                                       "implementation; FINN cannot stitch the loop")
+    for node, _ in loop_nodes(model):
+        check_loop_rtl(node)
     out = ModelWrapper(copy.deepcopy(model.model))
     for node in out.graph.node:
         if node.domain == LOOP_DOMAIN and node.op_type == "RecurrentLoop":
-            node.op_type, node.domain = "RecurrentLoop_rtl", FINN_RTL_DOMAIN
+            node.op_type, node.domain = "RecurrentLoop_rtl", RTL_DOMAIN
     return out
 
 

@@ -112,7 +112,7 @@ def estimate_reports(model: ModelWrapper, fpgapart: str, clock_mhz: float) -> di
 
     bodies = {}
     for node, inst in loops:
-        body = inst.hardware_body(fpgapart)  # as built: width converters and stream FIFOs included
+        body = inst.hardware_body()  # as built: width converters and stream FIFOs included
         body_cycles = _in_graph_order(body, dict(body.analysis(exp_cycles_per_layer)))
         body_resources = _in_graph_order(body, dict(body.analysis(lambda m: res_estimation(m, fpgapart))))
         cycles.update(body_cycles)

@@ -30,10 +30,6 @@ import numpy as np
 from flimcc.errors import FlimccError, UnsupportedError
 
 
-def _fail(msg: str) -> None:
-    raise FlimccError(msg)
-
-
 def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool = False, gap_percent: int = 0,
                  stall_percent: int = 0, seed: int = 1, workdir: str | Path | None = None) -> dict:
     """Simulate every loop of the build folder `build`; return the record (module docstring)."""
@@ -42,14 +38,15 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     from flimcc.layout import loop_nodes
     from flimcc.models.fli_data import simulate as simulate_decays
     from flimcc.rtl import verilator
-    from flimcc.rtl.loop_sim import check_rtl, run_loop, size_fifos as size_loop_fifos
+    from flimcc.rtl.loop import check_loop_rtl
+    from flimcc.rtl.loop_sim import run_loop, size_fifos as size_loop_fifos
 
     from flimcc.build_folder import OutputFolderError, check_output_folder
 
     build = Path(build)
     model_path = build / "model.onnx"
     if not model_path.is_file():
-        _fail(f"{build}: not a flimcc build folder (no model.onnx); make one with `flimcc compile`")
+        raise FlimccError(f"{build}: not a flimcc build folder (no model.onnx); make one with `flimcc compile`")
     try:
         check_output_folder(build, option="BUILD")
         not_recorded = None
@@ -63,11 +60,11 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     if not loops:
         raise UnsupportedError(f"{model_path}: no RecurrentLoop to simulate (compiled for the cpu target?)")
     for node, _ in loops:
-        check_rtl(model, node)
+        check_loop_rtl(node)
     p = loops[0][1].get_nodeattr("pixels")
     n = pixels if pixels is not None else 2 * p
     if n % p:
-        _fail(f"--pixels {n}: the design runs frames of P = {p} pixels; give a multiple of {p}")
+        raise FlimccError(f"--pixels {n}: the design runs frames of P = {p} pixels; give a multiple of {p}")
     part = summary.get("fpga_part", "xc7z020clg400-1")
     clk_ns = 1000.0 / summary.get("clock_mhz", 100.0)
     name = model.graph.input[0].name

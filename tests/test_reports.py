@@ -43,7 +43,7 @@ def reports(hw_model):
 def test_report_files_and_shape(hw_model, reports):
     assert set(reports) == set(REPORT_FILES)
     names = [n.name for n, _ in hw_nodes(hw_model)] + [n.name for n, _ in loop_nodes(hw_model)]
-    body = [n.name for _, inst in loop_nodes(hw_model) for n in inst.hardware_body(PART).graph.node]  # as built
+    body = [n.name for _, inst in loop_nodes(hw_model) for n in inst.hardware_body().graph.node]  # as built
     assert len(list(loop_nodes(hw_model))) == 2 and body
     assert set(reports["estimate_layer_cycles.json"]) == set(names) | set(body)
     assert set(reports["estimate_layer_resources.json"]) == set(names) | set(body) | {"total"}
@@ -104,7 +104,7 @@ def test_body_nodes_equal_finn_estimates_and_names_are_unique(hw_model, reports)
     names = all_node_names(hw_model)
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
     for loop, inst in loop_nodes(hw_model):
-        body = inst.hardware_body(PART)  # the body as built, width converters and FIFOs included
+        body = inst.hardware_body()  # the body as built, width converters and FIFOs included
         assert any(n.name.startswith(f"{loop.name}_StreamingFIFO_") for n in body.graph.node)
         for node, binst in hw_nodes(body):
             assert reports["estimate_layer_cycles.json"][node.name] == binst.get_exp_cycles()

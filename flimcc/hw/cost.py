@@ -111,7 +111,7 @@ def loop_res(inst, fpgapart: str, built: bool = False) -> dict:
     what a build reports; else the body alone, a few times faster, for the fold search
     (the difference is small and does not depend much on the folding)."""
     totals = {k: 0.0 for k in RESOURCES}
-    body = inst.hardware_body(fpgapart).graph if built else inst.get_nodeattr("body")
+    body = inst.hardware_body().graph if built else inst.get_nodeattr("body")
     for n in body.node:
         if n.domain in FINN_HW_DOMAINS:
             res = node_res(n, fpgapart)

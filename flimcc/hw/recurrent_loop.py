@@ -270,21 +270,20 @@ class RecurrentLoop(HWCustomOp):
     def get_exp_cycles(self):
         return int(self.get_nodeattr("iterations") * self.step_cycles())
 
-    def hardware_body(self, fpgapart: str = "") -> ModelWrapper:
+    def hardware_body(self) -> ModelWrapper:
         """The body as its RTL is built (`flimcc.rtl.loop.hardware_body`): thresholds as the
         integers synthesised, FINN's width converters, a FIFO on every stream at this loop's
         `fifo_depths` (FINN's shallow default where none is given)."""
         from flimcc.rtl.loop import hardware_body
 
-        return hardware_body(self.body(), self.onnx_node.name, fpgapart, self.get_nodeattr("num_state"),
-                             self.fifo_depths())
+        return hardware_body(self.body(), self.onnx_node.name, self.get_nodeattr("num_state"), self.fifo_depths())
 
     def body_res_estimation(self, fpgapart: str) -> dict:
         """FINN's estimate of every node that is built: the hardware body's, width
         converters and stream FIFOs included."""
         from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-        return self.hardware_body(fpgapart).analysis(lambda m: res_estimation(m, fpgapart))
+        return self.hardware_body().analysis(lambda m: res_estimation(m, fpgapart))
 
     def node_res_estimation(self, fpgapart):
         per_node = self.body_res_estimation(fpgapart)

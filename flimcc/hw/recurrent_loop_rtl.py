@@ -55,10 +55,9 @@ class RecurrentLoop_rtl(RecurrentLoop, RTLBackend):
         return cmd
 
     def get_verilog_top_module_intf_names(self):
-        from flimcc.rtl.loop import hardware_body
         from flimcc.rtl.stitch import stream_port
 
-        body = hardware_body(self.body(), self.onnx_node.name, "", self.get_nodeattr("num_state"))
+        body = self.hardware_body()
         n_state, zero = self.get_nodeattr("num_state"), self._zero_flags()
         b_in = [i.name for i in body.graph.input if body.get_initializer(i.name) is None]
         present = [t for k, t in enumerate(b_in) if k >= n_state or not zero[k]]

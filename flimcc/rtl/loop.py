@@ -106,7 +106,18 @@ def _state_edge_dwcs(body: ModelWrapper, n_state: int) -> ModelWrapper:
     return body
 
 
-def hardware_body(body: ModelWrapper, loop: str, fpgapart: str, n_state: int,
+def check_loop_rtl(node) -> None:
+    """Refuse, naming it, a RecurrentLoop whose body has a node without RTL: the loop can
+    be neither simulated, nor written as HDL, nor stitched by FINN."""
+    from flimcc.rtl.stitch import RTL_DOMAIN
+
+    for bnode in getCustomOp(node).body().graph.node:
+        if bnode.domain != RTL_DOMAIN:
+            raise UnsupportedError(f"loop '{node.name}': body node '{bnode.name}' ({bnode.op_type}) has no RTL "
+                                   "implementation")
+
+
+def hardware_body(body: ModelWrapper, loop: str, n_state: int,
                   fifo_depths: dict[str, int] | None = None) -> ModelWrapper:
     """The body as its RTL is built, the way FINN's build prepares a dataflow graph:
 
@@ -154,7 +165,7 @@ def loop_hdl(model: ModelWrapper, node, out_dir: Path, fpgapart: str, clk_ns: fl
     inst = getCustomOp(node)
     name = node.name
     fifo_depths = inst.fifo_depths() if fifo_depths is None else fifo_depths
-    body = hardware_body(inst.body(), name, fpgapart, inst.get_nodeattr("num_state"), fifo_depths)
+    body = hardware_body(inst.body(), name, inst.get_nodeattr("num_state"), fifo_depths)
     body_hdl = stitch(body, out_dir, fpgapart, clk_ns, top=f"{name}_body", sim_patches=sim_patches)
     n_state = inst.get_nodeattr("num_state")
     t_steps, p = inst.get_nodeattr("iterations"), inst.get_nodeattr("pixels")
@@ -212,16 +223,11 @@ def write_build_hdl(model: ModelWrapper, hdl_dir: Path, fpgapart: str, clk_ns: f
     synthesise it (finn-rtllib files unpatched, top module ``<loop>``); returns, per loop,
     its top file relative to the build folder, or why it has none (a body node without RTL)."""
     from flimcc.layout import loop_nodes
-    from flimcc.rtl.stitch import RTL_DOMAIN
 
     status = {}
-    for node, inst in loop_nodes(model):
-        missing = [n for n in inst.body().graph.node if n.domain != RTL_DOMAIN]
-        if missing:
-            status[node.name] = (f"no HDL: body node '{missing[0].name}' ({missing[0].op_type}) has no RTL "
-                                 "implementation")
-            continue
+    for node, _ in loop_nodes(model):
         try:
+            check_loop_rtl(node)
             loop_hdl(model, node, Path(hdl_dir) / node.name, fpgapart, clk_ns, sim_patches=False)
         except UnsupportedError as e:  # the build stands without it; say why
             shutil.rmtree(Path(hdl_dir) / node.name, ignore_errors=True)

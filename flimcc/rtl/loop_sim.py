@@ -26,8 +26,8 @@ from qonnx.custom_op.registry import getCustomOp
 from flimcc.errors import UnsupportedError
 from flimcc.rtl.finn_hdl import beats_to_array, stream_beats
 from flimcc.rtl.harness import Stream, fifo_fills, simulate
-from flimcc.rtl.loop import hardware_body, loop_hdl
-from flimcc.rtl.stitch import RTL_DOMAIN, stream_port
+from flimcc.rtl.loop import check_loop_rtl, hardware_body, loop_hdl
+from flimcc.rtl.stitch import stream_port
 
 
 @dataclasses.dataclass
@@ -48,14 +48,6 @@ class LoopRun:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def check_rtl(model: ModelWrapper, node) -> None:
-    """Refuse, naming it, a loop body node that has no RTL (the loop cannot be simulated)."""
-    for bnode in getCustomOp(node).body().graph.node:
-        if bnode.domain != RTL_DOMAIN:
-            raise UnsupportedError(f"loop '{node.name}': body node '{bnode.name}' ({bnode.op_type}) has no RTL "
-                                   "implementation, so the loop cannot be simulated as RTL")
 
 
 def _to_frames(a: np.ndarray, p: int, sequence: bool) -> np.ndarray:
@@ -80,10 +72,10 @@ def run_loop(model: ModelWrapper, node, context: dict, workdir: Path, fpgapart: 
     """Simulate loop `node` on the tensors `context` holds for its inputs (an executor run
     of `model` with ``return_context``), compare with the outputs there. A stall raises
     `flimcc.rtl.verilator.SimulatorError` naming the beats each output still owes."""
-    check_rtl(model, node)
+    check_loop_rtl(node)
     inst = getCustomOp(node)
     n_state, zero, p = inst.get_nodeattr("num_state"), inst._zero_flags(), inst.get_nodeattr("pixels")
-    body = hardware_body(inst.body(), node.name, fpgapart, n_state, fifo_depths)
+    body = hardware_body(inst.body(), node.name, n_state, fifo_depths)
     read = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
     ins = [context[t] for t in node.input if t]
     outs = [context[t] for t in node.output]
@@ -132,7 +124,7 @@ def size_fifos(model: ModelWrapper, node, context: dict, workdir: Path, fpgapart
     returns them with the gauge run."""
     run = run_loop(model, node, context, workdir, fpgapart, clk_ns, gauge=True, max_cycles=max_cycles)
     inst = getCustomOp(node)
-    body = hardware_body(inst.body(), node.name, fpgapart, inst.get_nodeattr("num_state"))
+    body = hardware_body(inst.body(), node.name, inst.get_nodeattr("num_state"))
     depths = {}
     for bnode in body.graph.node:
         if bnode.op_type == "StreamingFIFO_rtl":
