@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         try:
             s = compile_model(path, args.target, Path(args.out) / f"{zoo_name}-{bits}b-{args.target}",
-                              verify_samples=8, bits=bits)
+                              verify_samples=8, bits=bits, size_fifos=False)  # the pipeline alone
         except flimcc.errors.FlimccError as e:
             rows.append((name, f"{time.perf_counter() - t0:.0f}", str(e)[:240]))
             continue

@@ -40,7 +40,7 @@ def main(argv=None) -> None:
 
         out = Path(tempfile.mkdtemp(prefix="flimcc-bench-")) / "build"
         t0 = time.perf_counter()
-        compile_model(src, "pynq-z2", out, verify_samples=0)
+        compile_model(src, "pynq-z2", out, verify_samples=0, size_fifos=False)  # sized below if asked
         print(f"compiled {src.name} for PYNQ-Z2 in {time.perf_counter() - t0:.1f} s")
         src = out
     t0 = time.perf_counter()

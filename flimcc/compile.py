@@ -17,7 +17,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from flimcc.build_folder import check_output_folder, write_folder
-from flimcc.errors import FlimccError, TargetError, UnsupportedError
+from flimcc.errors import FlimccError, TargetError, UnsupportedError, VerificationError
 from flimcc.hw import cost
 from flimcc.pipeline import Pipeline
 
@@ -135,10 +135,13 @@ def _check_options(pixels, clock_mhz, fps, verify_samples, headroom, bits) -> No
 def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir: str | Path | None = None,
                   pixels: str = "auto", clock_mhz: float | None = None, fps: float = 0.0,
                   verify_samples: int = 16, headroom: float = 0.85, bits: int = 8, seed: int = 0,
-                  dims: dict | None = None, size_fifos: bool = False) -> dict:
+                  dims: dict | None = None, size_fifos: bool = True) -> dict:
     """Compile and write the build folder; returns the summary (also in summary.json).
-    `size_fifos`: then size the loops' FIFOs by RTL simulation (`flimcc rtlsim
-    --size-fifos`, no backpressure), so that the build meets its cycle estimate."""
+    `size_fifos` (the default): then size the loops' FIFOs by RTL simulation (`flimcc rtlsim
+    --size-fifos`, no backpressure) and check the sized loops bit for bit, so that the build
+    meets its cycle estimate; without it the folder says its FIFOs are not sized (and the
+    cycles assume FIFOs that never stall). A sized loop that is not bit-exact with the
+    executor is a flimcc bug: VerificationError (the folder holds the run's record)."""
     import flimcc
     from flimcc.targets import get_target
 
@@ -206,13 +209,14 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
         "cycles_vs_one_mac_per_dsp": round(perf["cycles_per_pixel"] / limit, 2) if limit else None,
         "pipeline": text,
         "compile_seconds": round(seconds, 1),
-        # Honest provenance: compile does not simulate; `flimcc rtlsim` measures the loops.
+        # Honest provenance: the figure is the model's; the rtlsim entry (FIFO sizing, on by
+        # default) holds what the loops' RTL measured against it.
         "cycles_source": ("estimate: FINN's estimators and flimcc's loop model (flimcc/hw/recurrent_loop.py); "
-                          "`flimcc rtlsim <build>` measures the loops' RTL under Verilator"),
-        # The loop model assumes FIFOs that never stall a loop; compile does not simulate,
-        # so the FIFOs it builds are FINN's shallow defaults and plan-memory's estimates.
-        "fifo_depths": ("not sized by simulation: `flimcc rtlsim <build> --size-fifos` sizes the loops' FIFOs; "
-                        "the cycles above assume FIFOs that never stall a loop"),
+                          "`flimcc rtlsim <build>` measures the loops' RTL under Verilator (summary's rtlsim)"),
+        # The loop model assumes FIFOs that never stall a loop; unsized, the FIFOs are FINN's
+        # shallow defaults and plan-memory's estimates, which can stall (README, RTL simulation).
+        "fifo_depths": ("not sized by simulation (--no-size-fifos): `flimcc rtlsim <build> --size-fifos` sizes "
+                        "the loops' FIFOs; the cycles above assume FIFOs that never stall a loop"),
         "finn_build": ("`python finn_build.py` in this folder, on a machine with Vivado and Vitis HLS, continues with "
                        "FINN's build_dataflow (steps in dataflow_build_config.json; those needing a vendor tool are "
                        "listed in finn_build.py); each loop's RTL is also in hdl/<loop>/ (top module <loop>), and "
@@ -228,12 +232,15 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
 
     _write_build(out, hw, target, clock, summary, report, {"pixel_parallelism": p, **memory_plan(hw, target.fpga_part)})
     summary["output_dir"] = str(out)
-    if size_fifos and any(v.startswith("hdl/") for v in summary["hdl"].values()):
+    if size_fifos and summary["hdl"] and all(v.startswith("hdl/") for v in summary["hdl"].values()):
         from flimcc.rtlsim import rtlsim_build
 
-        rtlsim_build(out, size_fifos=True)
+        rec = rtlsim_build(out, size_fifos=True)
         written = json.loads((Path(out) / "summary.json").read_text())
         summary.update({k: written[k] for k in ("resources", "fits", "hdl", "fifo_depths", "rtlsim")})
+        if not rec["bit_exact"]:
+            raise VerificationError(f"{out}: the loops' RTL is not bit-exact with flimcc's executor (a flimcc bug; "
+                                    "rtlsim.json in the folder has the run)")
     return summary
 
 
@@ -275,6 +282,10 @@ def _write_build(out: Path, hw: ModelWrapper, target, clock: float, summary: dic
     def write(tmp: Path) -> None:
         flimcc.save(hw, tmp / "model.onnx")
         summary["hdl"] = write_build_hdl(hw, tmp / "hdl", target.fpga_part, 1000.0 / clock)
+        no_rtl = [f"{loop}: {why}" for loop, why in summary["hdl"].items() if not why.startswith("hdl/")]
+        if no_rtl:  # then nothing can size the FIFOs here
+            summary["fifo_depths"] = ("not sized by simulation (" + "; ".join(no_rtl)
+                                      + "); the cycles above assume FIFOs that never stall a loop")
         (tmp / "finn_build.py").write_text(entry_script())
         _dump(tmp / "folding_config.json", {"Defaults": {}, **folding_of(hw)})
         _dump(tmp / "dataflow_build_config.json", _finn_build_config(target, clock))

@@ -151,7 +151,7 @@ def _record(build: Path, rec: dict, sized_model, part: str, clk_ns: float) -> No
             used = cost.total_resources(sized_model, part, summary["pixel_parallelism"], built=True)
             summary["resources"] = {k: round(used[k], 1) for k in cost.RESOURCES}
             summary["fits"] = cost.fits(used, summary["budget"])
-            summary["fifo_depths"] = f"sized by `flimcc rtlsim --size-fifos` ({stable['simulator']})"
+            summary["fifo_depths"] = f"sized by RTL simulation ({stable['simulator']}, a gauge run)"
         summary["rtlsim"] = {k: stable[k] for k in (
             "bit_exact", "pixels", "cycles_per_pixel", "cycles_measured_on", "estimated_cycles_per_pixel",
             "simulator", "fifos_sized", "backpressure")}

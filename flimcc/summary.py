@@ -49,4 +49,12 @@ def print_summary(console: Console, s: dict) -> None:
                       f"max abs err vs {v['golden']}: {err:.2e}", soft_wrap=True)
     if any(v.startswith("hdl/") for v in (s.get("hdl") or {}).values()):
         console.print(f"loops as RTL in hdl/; FIFO depths {s.get('fifo_depths', '')}", soft_wrap=True)
+    sim = s.get("rtlsim")
+    if sim:
+        est = sim.get("estimated_cycles_per_pixel")
+        verdict = "[green]bit-exact[/green]" if sim["bit_exact"] else "[red]NOT bit-exact[/red]"
+        console.print(f"RTL simulation ({sim['simulator']}): loops {verdict} with the executor on {sim['pixels']} "
+                      f"pixels; measured {sim['cycles_per_pixel']:,.0f} cycles/pixel on the "
+                      f"{sim['cycles_measured_on'].split(' (')[0]}"
+                      + (f" = {sim['cycles_per_pixel'] / est:.2f} x the estimate" if est else ""), soft_wrap=True)
     console.print(f"wrote {s['output_dir']}/", soft_wrap=True)

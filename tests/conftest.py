@@ -77,14 +77,15 @@ def mlp_path(tmp_path):
 @pytest.fixture(scope="session")
 def small_build(tmp_path_factory):
     """A compiled Seq2SeqLite (32 units, 6 steps, P = 2, PYNQ-Z2): its loops are small enough
-    to build and simulate as RTL in CI. Tests that change it work on a copy."""
+    to build and simulate as RTL in CI. Its FIFOs are not sized (tests size copies). Tests that
+    change it work on a copy."""
     import flimcc
     from flimcc.compile import compile_model
     from gru_models import seq2seq_lite_model
 
     root = tmp_path_factory.mktemp("small_build")
     flimcc.save(seq2seq_lite_model(steps=6), root / "small.onnx")
-    compile_model(root / "small.onnx", "pynq-z2", root / "build", pixels="2", verify_samples=0)
+    compile_model(root / "small.onnx", "pynq-z2", root / "build", pixels="2", verify_samples=0, size_fifos=False)
     return root / "build"
 
 

@@ -308,7 +308,9 @@ def test_every_zoo_student_compiles_for_pynq_z2(tmp_path, name):
     stage; the QONNX golden run is onnxruntime (no node-by-node fallback)."""
     from flimcc.models import zoo
 
-    r = run_cli("compile", zoo.path(name), "--target", "pynq-z2", "-o", tmp_path / "b", "--verify", 8, "--json")
+    sized = name in ("seq2seqlite-int8", "seq2seqlite-int4")  # the float student's sizing: `build` below
+    r = run_cli("compile", zoo.path(name), "--target", "pynq-z2", "-o", tmp_path / "b", "--verify", 8, "--json",
+                *(() if sized else ("--no-size-fifos",)))
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["fits"] and s["verification"]["bit_exact"], s["verification"]
@@ -317,8 +319,15 @@ def test_every_zoo_student_compiles_for_pynq_z2(tmp_path, name):
         assert s["verification"]["max_abs_err"] == 0.0
     if name == "seq2seqlite-int4":  # 4-bit products in LUTs: FINN's MVAU_hls, no RTL to simulate
         assert all("(MVAU_hls) has no RTL" in v for v in s["hdl"].values()), s["hdl"]
+        # so nothing sizes its FIFOs, and the summary says why
+        assert s["fifo_depths"].startswith("not sized by simulation (RecurrentLoop_0: ") and "rtlsim" not in s
+        assert "(MVAU_hls) has no RTL" in s["fifo_depths"]
     else:  # every loop's RTL is in the build (all their body nodes have RTL)
         assert s["hdl"] and all(v == f"hdl/{k}/{k}.sv" for k, v in s["hdl"].items()), s["hdl"]
+    if name == "seq2seqlite-int8":  # issue 12: the loops' RTL, FIFOs sized, meets the estimate bit for bit
+        sim = s["rtlsim"]
+        assert sim["bit_exact"] and sim["fifos_sized"] and sim["pixels"] == 2 * s["pixel_parallelism"]
+        assert 0.8 <= sim["cycles_per_pixel"] / s["cycles_per_pixel"] <= 1.2, sim
 
 
 def test_build_has_each_loops_rtl(build):
@@ -333,7 +342,9 @@ def test_build_has_each_loops_rtl(build):
     hw = flimcc.load(out / "model.onnx")
     loops = [n.name for n, _ in loop_nodes(hw)]
     assert sorted(s["hdl"]) == sorted(loops) and loops
-    assert s["fifo_depths"].startswith("not sized by simulation")  # compile does not simulate
+    # compile sized the loops' FIFOs by simulating them: bit-exact, and as fast as estimated
+    assert s["fifo_depths"].startswith("sized by") and s["rtlsim"]["fifos_sized"] and s["rtlsim"]["bit_exact"]
+    assert 0.8 <= s["rtlsim"]["cycles_per_pixel"] / s["cycles_per_pixel"] <= 1.2, s["rtlsim"]
     marker = json.loads((out / ".flimcc-build.json").read_text())["files"]
     lib = Path(finn.__file__).parent / "finn-rtllib"
     for loop in loops:

@@ -59,7 +59,7 @@ def test_rtlsim_sizes_fifos_into_the_build(small_build, tmp_path):
             assert folding[f"{node.name}_body_{fifo}"]["depth"] == d
     summary = json.loads((build / "summary.json").read_text())
     assert summary["rtlsim"]["fifos_sized"] and summary["rtlsim"]["bit_exact"]
-    assert summary["fifo_depths"].startswith("sized by `flimcc rtlsim --size-fifos` (Verilator")
+    assert summary["fifo_depths"].startswith("sized by RTL simulation (Verilator")
     # the loops' RTL in the build was regenerated with the sized FIFOs
     node, inst = next(iter(loop_nodes(model)))
     fifo, d = max(inst.fifo_depths().items(), key=lambda kv: kv[1])
@@ -108,13 +108,22 @@ def test_rtlsim_bad_input(small_build, tmp_path):
     assert r.returncode == 2 and "--stall" in r.stderr
 
 
-def test_compile_can_size_the_fifos(small_build, tmp_path):
-    """`flimcc compile --size-fifos`: the build comes out sized by simulation, in one command."""
-    r = run_cli("compile", str(small_build.parent / "small.onnx"), "--target", "pynq-z2", "--pixels", "2",
-                "--verify", "0", "--size-fifos", "-o", str(tmp_path / "b"), "--json")
+def test_compile_sizes_the_fifos_by_default(small_build, tmp_path):
+    """`flimcc compile` comes out with its loops' FIFOs sized by simulation and the sized RTL
+    checked bit for bit; `--no-size-fifos` skips that and the summary says so."""
+    small = str(small_build.parent / "small.onnx")
+    r = run_cli("compile", small, "--target", "pynq-z2", "--pixels", "2", "--verify", "0", "-o", str(tmp_path / "b"),
+                "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["fifo_depths"].startswith("sized by") and s["rtlsim"]["bit_exact"] and s["rtlsim"]["fifos_sized"]
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["rtlsim"] == s["rtlsim"]
     model = flimcc.load(tmp_path / "b" / "model.onnx")
     assert all(inst.fifo_depths() for _, inst in loop_nodes(model))
+    r = run_cli("compile", small, "--target", "pynq-z2", "--pixels", "2", "--verify", "0", "-o", str(tmp_path / "c"))
+    assert r.returncode == 0 and "RTL simulation (Verilator 5." in r.stdout and "bit-exact with the executor" in r.stdout
+    r = run_cli("compile", small, "--target", "pynq-z2", "--pixels", "2", "--verify", "0", "-o", str(tmp_path / "d"),
+                "--no-size-fifos", "--json")
+    s = json.loads(r.stdout)
+    assert s["fifo_depths"].startswith("not sized by simulation (--no-size-fifos)") and "rtlsim" not in s
+    assert not any(inst.fifo_depths() for _, inst in loop_nodes(flimcc.load(tmp_path / "d" / "model.onnx")))
