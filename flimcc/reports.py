@@ -6,7 +6,8 @@
 ``op_and_param_counts.json``) in FINN's own formats; :func:`write_reports` writes them.
 
 The numbers of FINN's nodes come from FINN's own analysis functions (``exp_cycles_per_layer``,
-``res_estimation``, ``op_and_param_counts``). Those functions keep only the nodes of
+``op_and_param_counts``); resources from flimcc's estimate (:mod:`flimcc.hw.estimate`: FINN's
+``node_res_estimation`` corrected where the RTL differs, each entry with its ``source``). Those functions keep only the nodes of
 FINN's ``finn.custom_op.fpgadataflow.hls``/``.rtl`` domains, so flimcc's ``RecurrentLoop``
 nodes (domain ``flimcc.hw``) would be missing from every report: flimcc adds them here,
 from the loop's own estimate methods (the same methods FINN calls on its nodes), in the
@@ -28,9 +29,12 @@ from qonnx.util.basic import qonnx_make_model
 
 from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
 from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys, op_and_param_counts
-from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
+from flimcc.hw.estimate import graph_estimates
 from flimcc.layout import is_finn_hw, loop_nodes
+
+#: the ``source`` of a loop's resources in the layer report
+LOOP_SOURCE = "flimcc: the loop's built body (width converters and FIFOs included), summed"
 
 LOOP_BODIES = "estimate_loop_bodies.json"
 CYCLES = "estimate_layer_cycles.json"
@@ -104,17 +108,18 @@ def estimate_reports(model: ModelWrapper, fpgapart: str, clock_mhz: float) -> di
     cycles = _in_graph_order(model, cycles)
     performance = network_performance(model, cycles, clock_mhz)
 
-    resources = dict(model.analysis(lambda m: res_estimation(m, fpgapart)))
+    resources = graph_estimates(model.graph, fpgapart)
     for node, inst in loops:
-        resources[node.name] = inst.node_res_estimation(fpgapart)
+        resources[node.name] = {**inst.node_res_estimation(fpgapart), "source": LOOP_SOURCE}
     resources = _in_graph_order(model, resources)
-    resources["total"] = aggregate_dict_keys(resources)
+    resources["total"] = aggregate_dict_keys({k: {r: v for r, v in res.items() if r != "source"}
+                                              for k, res in resources.items()})
 
     bodies = {}
     for node, inst in loops:
         body = inst.hardware_body()  # as built: width converters and stream FIFOs included
         body_cycles = _in_graph_order(body, dict(body.analysis(exp_cycles_per_layer)))
-        body_resources = _in_graph_order(body, dict(body.analysis(lambda m: res_estimation(m, fpgapart))))
+        body_resources = _in_graph_order(body, graph_estimates(body.graph, fpgapart))
         cycles.update(body_cycles)
         resources.update(body_resources)
         bodies[node.name] = {

@@ -10,16 +10,21 @@ cost model (:mod:`flimcc.hw.cost`):
     and each kind of multiplier (DSP slices, or LUTs):
     repeat: find the bottleneck (the node with the most cycles per pixel; inside a loop,
             the body node that sets its II); raise its parallelism one step (the next
-            divisor of SIMD or PE, whichever cuts more cycles, SIMD first on ties);
-            keep the move if the whole design still fits, else stop.
+            divisor of SIMD or PE, whichever cuts more cycles, the cheaper on ties);
+            keep the move if the whole design still fits, else try the node's other
+            step; stop when neither fits.
 
-    keep the fastest result.
+    keep the fastest result; LUT multipliers (FINN's HLS MVAU, no RTL to simulate here)
+    only when they beat the best DSP design by LUT_MULTIPLIER_GAIN.
 
-For one placement the sequence of moves does not depend on the budget, so a larger budget
-runs a longer prefix of the same sequence and never lowers throughput; the best over a
-fixed set of placements keeps that property. With ``fps`` the search stops as
+Without the fallback to a node's cheaper step, a larger budget would run a longer prefix of
+the same move sequence and never lower throughput; with it a larger budget can take another
+path, so that property is tested (tests/test_compile.py), not guaranteed. With ``fps`` the search stops as
 soon as the target rate is met. When ``batch-pixels{p=auto}`` ran before, P follows each
-move (the smallest P that keeps the loop pipelines full) and is set at the end.
+move (the smallest P that keeps the loop pipelines full), is then doubled while that fits
+and gains (`more_pixels`: a step's fixed overhead is shared by more pixels), and is set at
+the end. Resources are flimcc's estimates (:mod:`flimcc.hw.estimate`: FINN's, corrected
+where the RTL differs), the final check with the loops as built.
 """
 
 from __future__ import annotations
@@ -31,15 +36,24 @@ from qonnx.custom_op.registry import getCustomOp
 
 from flimcc.errors import FlimccError
 from flimcc.hw import cost
+from flimcc.hw.estimate import graph_facts, node_estimate
 from flimcc.layout import hw_nodes, loop_nodes
 from flimcc.passbase import Contract, Option, Pass, register
 
 PIXELS_KEY = "flimcc.pixels"
 
 #: Threshold memories placed in BRAM18 from this search-stage depth on (the rest LUTRAM);
-#: the search runs once per placement and keeps the fastest design. A maximum over fixed
-#: placements of searches that are each monotone in the budget stays monotone.
+#: the search runs once per placement and keeps the fastest design.
 THRESHOLD_PLACEMENTS = (64, 256, 1024, cost._NEVER)
+
+#: LUT multipliers (FINN's HLS MVAU: no RTL, so loops holding one cannot be simulated here)
+#: are taken only when they are this much faster than the best design on DSPs.
+LUT_MULTIPLIER_GAIN = 1.02
+
+
+def results_best(results: list) -> float:
+    return max(r[0] for r in results)
+
 
 #: Where matrix products multiply: "dsp" keeps FINN's specialisation (the RTL MVU on DSP
 #: slices, which FINN packs several 8-bit products into), "lut" makes every MVAU the HLS
@@ -86,14 +100,33 @@ def fold_knobs(inst) -> list[tuple[str, list[int]]]:
     return knobs
 
 
-def _next_move(inst, fpgapart: str, budget: dict):
-    """The one-step parallelism increase that cuts the node's cycles most; among equal
-    cuts the one that costs least (resource increase as a fraction of the budget, so PE
-    steps that FINN packs into shared DSPs win over SIMD steps that do not). None when the
-    node is fully parallel."""
-    best = None
+#: a larger P is taken when it gains at least this much throughput (it costs state memory
+#: and latency); P stays at most cost.auto_pixels' cap
+MORE_PIXELS_GAIN = 1.02
+
+
+def more_pixels(model: ModelWrapper, part: str, budget: dict, clock: float, p: int, max_pixels: int = 256) -> int:
+    """P beyond the smallest that keeps the loop pipelines full: each loop step costs a
+    fixed overhead (and any body latency P x II does not cover) shared by the P pixels of a
+    frame, so doubling P gains where II is small. Doubles P while the design still fits and
+    each doubling gains at least 2%."""
+    best = cost.throughput(model, p, clock)["pixels_per_second"]
+    while 2 * p <= max_pixels:
+        rate = cost.throughput(model, 2 * p, clock)["pixels_per_second"]
+        if rate < best * MORE_PIXELS_GAIN or not cost.fits(cost.total_resources(model, part, 2 * p), budget):
+            break
+        p, best = 2 * p, rate
+    return p
+
+
+def _moves(inst, fpgapart: str, budget: dict, facts: dict) -> list[tuple[str, int, int]]:
+    """The node's one-step parallelism increases (attribute, value, cycles cut), best first:
+    the one that cuts the node's cycles most; among equal cuts the one that costs least
+    (resource increase as a fraction of the budget, so PE steps packed into shared DSPs win
+    over SIMD steps that are not). Empty when the node is fully parallel."""
+    moves = []
     base = inst.get_exp_cycles()
-    base_res = inst.node_res_estimation(fpgapart)
+    base_res = node_estimate(inst, fpgapart, **facts)
     for attr, values in fold_knobs(inst):
         cur = inst.get_nodeattr(attr)
         higher = [v for v in values if v > cur]
@@ -101,14 +134,13 @@ def _next_move(inst, fpgapart: str, budget: dict):
             continue
         inst.set_nodeattr(attr, higher[0])
         gain = base - inst.get_exp_cycles()
-        res = inst.node_res_estimation(fpgapart)
+        res = node_estimate(inst, fpgapart, **facts)
         inst.set_nodeattr(attr, cur)
         price = sum(max(0.0, res.get(k, 0) - base_res.get(k, 0)) / budget[k]
                     for k in cost.RESOURCES if budget.get(k))
-        key = (gain, -price)
-        if best is None or key > best[3]:
-            best = (attr, higher[0], gain, key)
-    return best[:3] if best else None
+        if gain > 0:
+            moves.append(((gain, -price), (attr, higher[0], gain)))
+    return [move for _, move in sorted(moves, key=lambda m: m[0], reverse=True)]
 
 
 def folding_of(model: ModelWrapper) -> dict[str, dict]:
@@ -184,6 +216,10 @@ class Fold(Pass):
             raise FlimccError("pass 'fold': " + does_not_fit(model, target, used, budget,
                                                              what="even at the lowest parallelism the design"))
         _, _, (multipliers, depth), best = max(results)
+        if multipliers == "lut":  # the RTL MVU (simulated here) unless LUT MACs gain enough
+            rtl = [r for r in results if r[2][0] == "dsp" and r[0] * LUT_MULTIPLIER_GAIN >= results_best(results)]
+            if rtl:
+                _, _, (multipliers, depth), best = max(rtl)
         model, p, perf, used = best["model"], best["p"], best["perf"], best["used"]
         if auto:
             from flimcc.passes.batch_pixels import set_pixels
@@ -238,23 +274,26 @@ class Fold(Pass):
                 inst = getCustomOp(body.get_node_from_name(cost.loop_timing(node, loop).bottleneck))
             else:
                 loop, body, inst = None, None, getCustomOp(node)
-            move = _next_move(inst, part, budget)
-            if move is None:
+            candidates = _moves(inst, part, budget, graph_facts(inst.onnx_node, (body or model).graph))
+            if not candidates:
                 break
-            attr, value, _ = move
-            old = inst.get_nodeattr(attr)
-            inst.set_nodeattr(attr, value)
-            if loop is not None:
-                loop.set_nodeattr("body", body.model.graph)
-            new_p = cost.auto_pixels(model) if auto else p
-            used = cost.total_resources(model, part, new_p)
-            if not cost.fits(used, budget):
+            for attr, value, _ in candidates:  # the best move that fits (a cheaper one may)
+                old = inst.get_nodeattr(attr)
+                inst.set_nodeattr(attr, value)
+                if loop is not None:
+                    loop.set_nodeattr("body", body.model.graph)
+                new_p = cost.auto_pixels(model) if auto else p
+                if cost.fits(cost.total_resources(model, part, new_p), budget):
+                    break
                 inst.set_nodeattr(attr, old)
                 if loop is not None:
                     loop.set_nodeattr("body", body.model.graph)
+            else:
                 stop = "budget"
                 break
             p = new_p
             moves += 1
+        if auto and stop != "fps reached":
+            p = more_pixels(model, part, budget, clock, p)
         return {"model": model, "p": p, "moves": moves, "stop": stop,
                 "perf": cost.throughput(model, p, clock), "used": cost.total_resources(model, part, p)}

@@ -26,17 +26,18 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from flimcc.errors import TargetError
 from flimcc.hw import cost
+from flimcc.hw.estimate import graph_facts, node_estimate
 from flimcc.hw.fifos import insert_loop_fifos
 from flimcc.layout import hw_nodes, loop_nodes
 from flimcc.passbase import Contract, Option, Pass, register
 
 def memory_plan(model: ModelWrapper, fpgapart: str) -> dict:
-    """Every memory of the design with FINN's estimate of its cost."""
+    """Every memory of the design with its estimated cost (`flimcc.hw.estimate`)."""
     entries = []
 
     def add(where: str, graph_model: ModelWrapper):
         for node, inst in hw_nodes(graph_model):
-            res = inst.node_res_estimation(fpgapart)
+            res = node_estimate(inst, fpgapart, **graph_facts(node, graph_model.graph))
             styles = {}
             if node.op_type.startswith("MVAU"):
                 kind = "weights"
@@ -83,13 +84,15 @@ def _describe(node, inst) -> str:
 
 
 def consumers(model: ModelWrapper, fpgapart: str) -> list[tuple[str, str, dict]]:
-    """(name, description, FINN resource estimate) of every FINN node, loop bodies included."""
+    """(name, description, resource estimate) of every FINN node, loop bodies included."""
     out = []
     for node, inst in hw_nodes(model):
-        out.append((node.name, _describe(node, inst), inst.node_res_estimation(fpgapart)))
+        out.append((node.name, _describe(node, inst), node_estimate(inst, fpgapart, **graph_facts(node, model.graph))))
     for node, loop in loop_nodes(model):
-        for bnode, binst in hw_nodes(loop.body()):
-            out.append((f"{node.name}/{bnode.name}", _describe(bnode, binst), binst.node_res_estimation(fpgapart)))
+        body = loop.body()
+        for bnode, binst in hw_nodes(body):
+            out.append((f"{node.name}/{bnode.name}", _describe(bnode, binst),
+                        node_estimate(binst, fpgapart, **graph_facts(bnode, body.graph))))
     return out
 
 
@@ -139,7 +142,7 @@ class PlanMemory(Pass):
                 fifos.append({"loop": node.name, **f})
             inst.set_nodeattr("body", body.model.graph)
         p = max((inst.get_nodeattr("pixels") for _, inst in loops), default=1)
-        used = cost.total_resources(model, target.fpga_part, p)
+        used = cost.total_resources(model, target.fpga_part, p, built=True)  # as compile reports it
         budget = target.budget(self.headroom)
         if not cost.fits(used, budget):
             raise TargetError(does_not_fit(model, target, used, budget))

@@ -1,4 +1,5 @@
-"""The hardware graph's cost model: throughput and resources from FINN's own estimators.
+"""The hardware graph's cost model: throughput and resources from FINN's own estimators
+(resources through :mod:`flimcc.hw.estimate`, which corrects them where the RTL differs).
 
 Everything here reads a lowered graph at any batch: FINN's cycle estimates scale with the
 pixels in a frame, so they are taken per pixel; a loop's cycles follow its documented
@@ -19,6 +20,7 @@ import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from flimcc.hw.estimate import graph_facts, node_estimate
 from flimcc.hw.fifos import insert_loop_fifos
 from flimcc.layout import FINN_HW_DOMAINS, for_each_graph, hw_nodes, loop_nodes
 
@@ -60,14 +62,16 @@ def _key(node: onnx.NodeProto) -> bytes:
     return node.SerializeToString(deterministic=True)
 
 
-def node_res(node: onnx.NodeProto, fpgapart: str) -> dict:
-    """FINN's ``node_res_estimation`` of one FINN node, cached."""
-    key = (_key(node), fpgapart)
+def node_res(node: onnx.NodeProto, fpgapart: str, graph: onnx.GraphProto | None = None) -> dict:
+    """flimcc's estimate of one FINN node (`flimcc.hw.estimate.node_estimate`: FINN's, with
+    MVAU_rtl DSPs as the RTL packs them), cached; `graph` holds the node's weights."""
+    facts = graph_facts(node, graph)
+    key = (_key(node), fpgapart, tuple(sorted(facts.items())))
     found = _RES_CACHE.get(key)
     if found is None:
         if len(_RES_CACHE) > _CACHE_MAX:
             _RES_CACHE.clear()
-        found = _RES_CACHE[key] = getCustomOp(node).node_res_estimation(fpgapart)
+        found = _RES_CACHE[key] = node_estimate(getCustomOp(node), fpgapart, **facts)
     return found
 
 
@@ -105,7 +109,7 @@ def loop_timing(node, inst) -> LoopTiming:
 
 
 def loop_res(inst, fpgapart: str, built: bool = False) -> dict:
-    """The loop's resources: FINN's estimates of its body nodes summed, cached per node.
+    """The loop's resources: its body nodes' estimates (`node_res`) summed, cached per node.
     `built`: the body as its RTL is built (`RecurrentLoop.hardware_body`: width converters
     and stream FIFOs included), equal to ``RecurrentLoop.node_res_estimation`` (tested), for
     what a build reports; else the body alone, a few times faster, for the fold search
@@ -114,7 +118,7 @@ def loop_res(inst, fpgapart: str, built: bool = False) -> dict:
     body = inst.hardware_body().graph if built else inst.get_nodeattr("body")
     for n in body.node:
         if n.domain in FINN_HW_DOMAINS:
-            res = node_res(n, fpgapart)
+            res = node_res(n, fpgapart, body)
             for k in RESOURCES:
                 totals[k] += float(res.get(k, 0))
     return totals
@@ -173,10 +177,10 @@ def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str = "auto") ->
 
 def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: str = "auto",
                     built: bool = False) -> dict[str, float]:
-    """The design's resources (FINN's estimates); `built`: loops as built (see `loop_res`)."""
+    """The design's resources (`node_res` per node); `built`: loops as built (see `loop_res`)."""
     totals = {k: 0.0 for k in RESOURCES}
     for node, inst in hw_nodes(model):
-        res = node_res(node, fpgapart)
+        res = node_res(node, fpgapart, model.graph)
         for k in RESOURCES:
             totals[k] += float(res.get(k, 0))
     for node, inst in loop_nodes(model):
@@ -264,7 +268,9 @@ def lut_multipliers(model: ModelWrapper) -> int:
 
 
 def planned_resources(model: ModelWrapper, fpgapart: str, p: int) -> dict[str, float]:
-    """Resources once plan-memory has put its FIFOs into the loop bodies (on a copy)."""
+    """Resources once plan-memory has put its FIFOs into the loop bodies (on a copy), the
+    loops as built (`loop_res`: width converters and stream FIFOs included), which is what
+    plan-memory checks and compile reports."""
     import copy as _copy
 
     planned = ModelWrapper(_copy.deepcopy(model.model))
@@ -273,4 +279,4 @@ def planned_resources(model: ModelWrapper, fpgapart: str, p: int) -> dict[str, f
         if not any(n.op_type.startswith("StreamingFIFO") for n in body.graph.node):
             insert_loop_fifos(body, inst.get_nodeattr("num_state"), p)
             inst.set_nodeattr("body", body.model.graph)
-    return total_resources(planned, fpgapart, p)
+    return total_resources(planned, fpgapart, p, built=True)

@@ -279,11 +279,11 @@ class RecurrentLoop(HWCustomOp):
         return hardware_body(self.body(), self.onnx_node.name, self.get_nodeattr("num_state"), self.fifo_depths())
 
     def body_res_estimation(self, fpgapart: str) -> dict:
-        """FINN's estimate of every node that is built: the hardware body's, width
-        converters and stream FIFOs included."""
-        from finn.analysis.fpgadataflow.res_estimation import res_estimation
+        """The estimate (`flimcc.hw.estimate`) of every node that is built: the hardware
+        body's, width converters and stream FIFOs included."""
+        from flimcc.hw.estimate import graph_estimates
 
-        return self.hardware_body().analysis(lambda m: res_estimation(m, fpgapart))
+        return graph_estimates(self.hardware_body().graph, fpgapart)
 
     def node_res_estimation(self, fpgapart):
         per_node = self.body_res_estimation(fpgapart)

@@ -1,0 +1,146 @@
+"""flimcc's resource model: FINN's estimators, corrected where the RTL that will be
+synthesised says otherwise, with the source of every figure.
+
+FINN's ``node_res_estimation`` is the starting point for every node. Where it departs from
+the hardware, flimcc replaces the figure and says so in the node's ``source``:
+
+* ``MVAU_rtl`` DSPs. FINN estimates ``ceil(PE / 4) * SIMD`` for every DSP48 part and width;
+  finn-rtllib's ``mvu/mvu.sv`` packs ``NUM_LANES = 1 + (A_WIDTH - !NARROW - W) / (W + A - 1)``
+  products into one DSP (A_WIDTH 25 on a DSP48E1, 27 on a DSP48E2; one lane when
+  W = A_WIDTH), so it uses ``ceil(PE / NUM_LANES) * SIMD`` (SIMD halved when the compute is
+  clock-pumped). NARROW is what FINN's ``generate_hdl`` sets: constant weights whose minimum
+  is above the weight type's minimum. Confirmed by Yosys synthesis of FINN's generated RTL
+  (``../shared/reference/rtl-tools.md``; ``benchmarks/bench_yosys_referee.py``). DSP58
+  parts keep FINN's figure (its INT8 mode is a different core).
+* ``Thresholding_rtl`` memories when the threshold tensor has one row (per-tensor scales:
+  every channel thresholds alike). FINN's RTL generation then sets C = PE and stores one
+  copy per PE lane (``prepare_codegen_rtl_values``, ``make_weight_file``); its estimator
+  still counts C / PE copies per lane (a 32-channel, 255-level table: 16-32 BRAM18 estimated
+  for what is ~100 LUTs of LUTRAM). flimcc estimates the memories of the node as generated.
+* FINN's HLS elementwise ops count only their LUTRAM parameter table, no datapath (0 LUTs
+  for an adder): flimcc adds one LUT per output bit and PE lane for an adder, subtractor or
+  comparator, a x b per lane for a multiplier FINN does not put in a DSP.
+
+Everything else is FINN's figure, ``source`` ``"finn"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+
+#: width of the DSP's A (weight) datapath that lanes are packed into, per DSP block (mvu.sv)
+A_WIDTH = {"DSP48E1": 25, "DSP48E2": 27}
+
+FINN = "finn"
+LANES = "flimcc: DSPs by finn-rtllib mvu.sv's lane packing"
+ELEMENTWISE = "flimcc: LUTs of the elementwise datapath (FINN estimates 0)"
+SHARED = "flimcc: one threshold row, stored once per PE lane as FINN's RTL generates it (C = PE)"
+
+
+def dsp_block(fpgapart: str) -> str:
+    from finn.util.basic import get_dsp_block
+
+    return get_dsp_block(fpgapart)
+
+
+def mvu_lanes(weight_bits: int, act_bits: int, narrow: bool, block: str) -> int:
+    """Products one DSP computes at once in finn-rtllib's MVU (mvu.sv's NUM_LANES)."""
+    a = A_WIDTH[block]
+    if a == weight_bits:
+        return 1
+    return 1 + (a - (0 if narrow else 1) - weight_bits) // (weight_bits + act_bits - 1)
+
+
+def mvau_rtl_dsps(pe: int, simd: int, weight_bits: int, act_bits: int, narrow: bool, block: str,
+                  pumped: bool = False) -> int:
+    """DSPs of an MVAU_rtl: ceil(PE / lanes) per SIMD lane of the DSP chain."""
+    dsp_simd = (simd + (simd % 2 if pumped else 0)) // (2 if pumped else 1)
+    return math.ceil(pe / mvu_lanes(weight_bits, act_bits, narrow, block)) * dsp_simd
+
+
+def narrow_weights(inst, weights) -> bool:
+    """What FINN's MVAU_rtl.generate_hdl sets NARROW_WEIGHTS to."""
+    if weights is None or inst.get_nodeattr("mem_mode") in ("dynamic", "external_mem"):
+        return False
+    return bool(np.min(weights) != inst.get_input_datatype(1).min())
+
+
+def elementwise_luts(pe: int, in_bits: tuple[int, int], out_bits: int, multiply: bool, uses_dsp: bool,
+                     table_bits: int = 0) -> int:
+    """LUTs of a PE-lane elementwise datapath: an adder/subtractor/comparator is one LUT per
+    output bit and lane (a carry chain), a LUT multiplier a x b per lane; a constant operand
+    table in LUTRAM 64 bits per LUT."""
+    a, b = in_bits
+    datapath = (0 if uses_dsp else pe * a * b) if multiply else pe * out_bits
+    return datapath + math.ceil(table_bits / 64)
+
+
+def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: bool = False) -> dict:
+    """The node's resources (FINN's keys, LUT/BRAM_18K/URAM/DSP) with ``source``: ``"finn"``
+    or the flimcc rule that replaced a FINN figure (module docstring). The facts a node's
+    attributes do not hold come from its graph (`graph_facts`): `narrow`, the MVAU_rtl's
+    weights are narrow-range (``narrow_weights``); `one_threshold_row`, the thresholds are
+    one row for all channels."""
+    res = dict(inst.node_res_estimation(fpgapart))
+    res["source"] = FINN
+    op = inst.onnx_node.op_type
+    if op == "MVAU_rtl":
+        block = dsp_block(fpgapart)
+        if block in A_WIDTH:
+            res["DSP"] = mvau_rtl_dsps(inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD"),
+                                       inst.get_input_datatype(1).bitwidth(), inst.get_input_datatype(0).bitwidth(),
+                                       narrow, block, bool(inst.get_nodeattr("pumpedCompute")))
+            res["source"] = LANES
+    elif op == "Thresholding_rtl" and one_threshold_row:
+        res.update(_as_generated_thresholds(inst, fpgapart))
+        res["source"] = SHARED
+    elif op.startswith("Elementwise") and op.endswith("_hls"):  # FINN counts only a LUTRAM parameter table
+        pe = inst.get_nodeattr("PE")
+        ins = (inst.get_input_datatype(0).bitwidth(), inst.get_input_datatype(1).bitwidth())
+        res["LUT"] = res.get("LUT", 0) + elementwise_luts(pe, ins, inst.get_output_datatype().bitwidth(), "Mul" in op,
+                                      bool(res.get("DSP")))
+        res["source"] = ELEMENTWISE
+    return res
+
+
+def _as_generated_thresholds(inst, fpgapart: str) -> dict:
+    """FINN's memory estimate of a Thresholding_rtl with C = PE (what it generates for one row)."""
+    import copy
+
+    from qonnx.custom_op.registry import getCustomOp
+
+    node = copy.deepcopy(inst.onnx_node)
+    shared = getCustomOp(node)
+    shared.set_nodeattr("NumChannels", inst.get_nodeattr("PE"))
+    return {"BRAM_18K": shared.bram_estimation(fpgapart), "LUT": shared.lut_estimation(fpgapart),
+            "URAM": shared.uram_estimation(fpgapart),
+            "BRAM_efficiency": shared.bram_efficiency_estimation(fpgapart),
+            "URAM_efficiency": shared.uram_efficiency_estimation(fpgapart)}
+
+
+def graph_facts(node, graph) -> dict:
+    """What `node_estimate` needs from the node's graph (a GraphProto holding its
+    initializers): ``narrow`` for an MVAU_rtl, ``one_threshold_row`` for a Thresholding_rtl."""
+    if node.op_type not in ("MVAU_rtl", "Thresholding_rtl") or graph is None:
+        return {}
+    init = next((t for t in graph.initializer if t.name == node.input[1]), None)
+    if node.op_type == "Thresholding_rtl":
+        return {"one_threshold_row": init is not None and len(init.dims) == 2 and init.dims[0] == 1}
+    from onnx import numpy_helper
+    from qonnx.custom_op.registry import getCustomOp
+
+    return {"narrow": narrow_weights(getCustomOp(node), None if init is None else numpy_helper.to_array(init))}
+
+
+def graph_estimates(graph, fpgapart: str) -> dict[str, dict]:
+    """``node_estimate`` of every FINN node of `graph` (a GraphProto), by node name, in order."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from flimcc.layout import FINN_HW_DOMAINS
+
+    return {n.name: node_estimate(getCustomOp(n), fpgapart, **graph_facts(n, graph))
+            for n in graph.node if n.domain in FINN_HW_DOMAINS}
