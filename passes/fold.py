@@ -12,7 +12,9 @@ cost model (:mod:`flimcc.hw.cost`):
             the body node that sets its II); raise its parallelism one step (the next
             divisor of SIMD or PE, whichever cuts more cycles, the cheaper on ties);
             keep the move if the whole design still fits, else try the node's other
-            step; stop when neither fits.
+            step; when neither fits, relieve (nodes faster than needed step down,
+            elementwise products move to LUTs) and go on; stop when nothing is left to
+            relieve.
 
     keep the fastest result; LUT multipliers (FINN's HLS MVAU, no RTL to simulate here)
     only when they beat the best DSP design by LUT_MULTIPLIER_GAIN.
@@ -37,7 +39,7 @@ from qonnx.custom_op.registry import getCustomOp
 from flimcc.errors import FlimccError
 from flimcc.hw import cost
 from flimcc.hw.estimate import graph_facts, node_estimate
-from flimcc.layout import hw_nodes, loop_nodes
+from flimcc.layout import for_each_graph, hw_nodes, loop_nodes
 from flimcc.passbase import Contract, Option, Pass, register
 
 PIXELS_KEY = "flimcc.pixels"
@@ -117,6 +119,82 @@ def more_pixels(model: ModelWrapper, part: str, budget: dict, clock: float, p: i
             break
         p, best = 2 * p, rate
     return p
+
+
+#: relief rounds per search (a trimmed node can become the bottleneck again)
+MAX_RELIEFS = 8
+
+#: flimcc's RTL ops whose products can leave the DSPs (``resType`` lut)
+PRODUCT_OPS = ("IntElementwiseMul_rtl", "IntRequant_rtl")
+
+
+def relieve(model: ModelWrapper, p: int, part: str | None = None, budget: dict | None = None) -> bool:
+    """Free resources without slowing the design, for when the bottleneck's next step does
+    not fit: (1) every node faster than it needs to be steps its parallelism down (a loop
+    body node while it stays within its loop's II, a top-level node while it stays within
+    the slowest node's cycles per frame); (2) then, if nothing was trimmed, the elementwise
+    products and requantizations on DSPs go to LUTs (the DSPs are the matrix units'), kept
+    only if the design still fits `budget` on `part` (given). True if anything changed
+    (each change only lowers parallelism or moves a product to LUTs, so relief ends)."""
+    if _trim(model, p):
+        return True
+    moved = []
+
+    def to_luts(graph_model):
+        for node, inst in hw_nodes(graph_model):
+            if node.op_type in PRODUCT_OPS and inst.get_nodeattr("resType") != "lut" and inst.dsp_estimation(None):
+                moved.append((node.name, inst.get_nodeattr("resType")))
+                inst.set_nodeattr("resType", "lut")
+
+    for_each_graph(model, to_luts)
+    if moved and budget is not None and not cost.fits(cost.total_resources(model, part, p), budget):
+        styles = dict(moved)
+
+        def back(graph_model):
+            for node, inst in hw_nodes(graph_model):
+                if node.name in styles:
+                    inst.set_nodeattr("resType", styles[node.name])
+
+        for_each_graph(model, back)
+        return False
+    return bool(moved)
+
+
+def _step_down(inst, fits) -> bool:
+    """Lower the node's parallelism one step at a time while `fits()` still holds."""
+    lowered = False
+    for attr, values in fold_knobs(inst):
+        while True:
+            cur = inst.get_nodeattr(attr)
+            lower = [v for v in values if v < cur]
+            if not lower:
+                break
+            inst.set_nodeattr(attr, lower[-1])
+            if not fits():
+                inst.set_nodeattr(attr, cur)
+                break
+            lowered = True
+    return lowered
+
+
+def _trim(model: ModelWrapper, p: int) -> bool:
+    changed = False
+    frame = cost.node_cycles_per_frame(model, p)
+    limit = max(frame.values())
+    batch = cost._batch(model)
+    for node, inst in hw_nodes(model):
+        changed |= _step_down(inst, lambda: inst.get_exp_cycles() * p / batch <= limit)
+    for node, loop in loop_nodes(model):
+        body = loop.body()
+        vectors = body.get_tensor_shape(body.graph.input[0].name)[0]
+        ii = cost.loop_timing(node, loop).ii
+        trimmed = False
+        for bnode, binst in hw_nodes(body):
+            trimmed |= _step_down(binst, lambda: binst.get_exp_cycles() / vectors <= ii)
+        if trimmed:
+            loop.set_nodeattr("body", body.model.graph)
+            changed = True
+    return changed
 
 
 def _moves(inst, fpgapart: str, budget: dict, facts: dict) -> list[tuple[str, int, int]]:
@@ -260,7 +338,7 @@ class Fold(Pass):
         used = cost.total_resources(model, part, p)
         if not cost.fits(used, budget):
             return None
-        moves = 0
+        moves = reliefs = 0
         stop = "saturated"
         for _ in range(self.max_steps):
             perf = cost.throughput(model, p, clock)
@@ -289,6 +367,10 @@ class Fold(Pass):
                 if loop is not None:
                     loop.set_nodeattr("body", body.model.graph)
             else:
+                reliefs += 1
+                if reliefs <= MAX_RELIEFS and relieve(model, p, part, budget):  # resources freed, not slower: go on
+                    p = cost.auto_pixels(model) if auto else p
+                    continue
                 stop = "budget"
                 break
             p = new_p

@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import flimcc
+from qonnx.custom_op.registry import getCustomOp
 from flimcc.errors import FlimccError
 from flimcc.hw import cost
 from flimcc.layout import FINN_HW_DOMAINS, LOOP_DOMAIN, hw_nodes, loop_nodes
@@ -129,6 +130,43 @@ def test_fold_raises_p_while_it_fits_and_gains(folded):
     t = cost.loop_timing(node, inst)
     q = max(p, t.min_pixels())
     assert t.frame_cycles(q) / q - t.frame_cycles(2 * q) / (2 * q) == pytest.approx(t.steps * t.overhead / (2 * q))
+
+
+def test_relief_trims_slack_then_moves_products_to_luts(folded):
+    """fold's relief, for when the bottleneck's next step does not fit: a body node faster
+    than its loop's II steps down (the II stays), then the elementwise products leave the
+    DSPs; execution is unchanged (resType only picks the hardware)."""
+    import copy
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flimcc.passes.fold import PRODUCT_OPS, fold_knobs, relieve
+
+    model = ModelWrapper(copy.deepcopy(folded[0.85].model.model))
+    p = next(inst.get_nodeattr("pixels") for _, inst in loop_nodes(model))
+    node, loop = next(iter(loop_nodes(model)))
+    before = cost.loop_timing(node, loop)
+    body = loop.body()
+    victim = next(n for n in body.graph.node if n.op_type == "MVAU_rtl" and n.name != before.bottleneck)
+    inst = getCustomOp(victim)
+    for attr, values in fold_knobs(inst):
+        inst.set_nodeattr(attr, values[-1])  # as parallel as it goes: far faster than the II
+    loop.set_nodeattr("body", body.model.graph)
+    dsps = cost.total_resources(model, "xc7z020clg400-1", p)["DSP"]
+    assert relieve(model, p)
+    after = cost.loop_timing(node, loop)
+    trimmed = getCustomOp(loop.body().get_node_from_name(victim.name))
+    assert after.ii == before.ii and trimmed.get_exp_cycles() / p <= after.ii
+    assert cost.total_resources(model, "xc7z020clg400-1", p)["DSP"] < dsps
+    # nothing left to trim: the products go to LUTs (one-way), then nothing is left
+    while relieve(model, p):
+        pass
+    products = [(n, getCustomOp(n)) for _, lp in loop_nodes(model) for n in lp.body().graph.node
+                if n.op_type in PRODUCT_OPS]
+    assert products and all(i.get_nodeattr("resType") == "lut" and i.dsp_estimation(None) == 0 for _, i in products)
+    assert all(i.lut_estimation(None) > 0 for _, i in products)
+    x = np.random.default_rng(2).random((p, 135, 1), dtype=np.float32)
+    np.testing.assert_array_equal(flimcc.execute(model, {"x": x})["y"], flimcc.execute(folded[0.85].model, {"x": x})["y"])
 
 
 def test_fold_refuses_when_nothing_fits(lowered):

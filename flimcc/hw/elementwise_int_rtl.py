@@ -12,7 +12,8 @@ the channel fold of the current beat. No register: one beat per cycle, zero late
 
 Estimates: add/sub one LUT per output bit per lane (a carry chain); multiply one DSP per
 lane when both operands are wider than 4 bits, otherwise LUTs ~ the product of the widths
-per lane; a per-channel constant table adds its bits / 64 LUTs (distributed ROM).
+per lane (``resType`` lut puts every product in LUTs, marked ``use_dsp = "no"``; `fold`
+does that when DSPs run out); a per-channel constant table adds its bits / 64 LUTs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 import numpy as np
 from finn.custom_op.fpgadataflow.elementwise_binary import ElementwiseAdd, ElementwiseMul, ElementwiseSub
 
-from flimcc.hw.rtl_op import FlimccRTLOp, stream_ports
+from flimcc.hw.rtl_op import FlimccRTLOp, mult_style_attr, product_attribute, product_dsps, stream_ports
 
 _SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*"}
 
@@ -34,6 +35,7 @@ class _IntElementwise(FlimccRTLOp):
         attrs = super().get_nodeattr_types()  # RTLBackend's, then FINN's op (the MRO)
         # constants live in the module (no weight stream), as FINN's internal_embedded
         attrs.setdefault("mem_mode", ("s", False, "internal_embedded", {"internal_embedded"}))
+        attrs["resType"] = mult_style_attr()  # used by Mul only
         return attrs
 
     def _const(self, side: int) -> np.ndarray:
@@ -85,7 +87,8 @@ class _IntElementwise(FlimccRTLOp):
         ob = out_t.bitwidth()
         res = [f"r_{lane}[{ob - 1}:0]" for lane in reversed(range(pe))]
         for lane in range(pe):
-            lines.append(f"  wire signed [{wide - 1}:0] r_{lane} = op0_{lane} {_SYMBOL[op]} op1_{lane};")
+            mark = product_attribute(self) if op == "Mul" else ""
+            lines.append(f"  {mark}wire signed [{wide - 1}:0] r_{lane} = op0_{lane} {_SYMBOL[op]} op1_{lane};")
         pad = self.get_outstream_width_padded() - pe * ob
         lines.append(f"  assign out0_V_TDATA = {{{(str(pad) + chr(39) + 'b0, ') if pad else ''}{', '.join(res)}}};")
         if len(streams) == 2:
@@ -114,7 +117,7 @@ class _IntElementwise(FlimccRTLOp):
 
     def dsp_estimation(self, fpgapart=None):
         a, b = (self.get_input_datatype(k).bitwidth() for k in (0, 1))
-        return self.get_nodeattr("PE") if self._operation[0] == "Mul" and min(a, b) > 4 else 0
+        return product_dsps(self, a, b, self.get_nodeattr("PE")) if self._operation[0] == "Mul" else 0
 
 
 class IntElementwiseAdd_rtl(_IntElementwise, ElementwiseAdd):

@@ -21,7 +21,8 @@ the hardware, flimcc replaces the figure and says so in the node's ``source``:
   for an adder): flimcc adds one LUT per output bit and PE lane for an adder, subtractor or
   comparator, a x b per lane for a multiplier FINN does not put in a DSP.
 
-Everything else is FINN's figure, ``source`` ``"finn"``.
+flimcc's own RTL ops (``IntElementwise*_rtl``, ``DuplicateStreams_rtl``, ...) carry their own
+estimates (``source`` says so); everything else is FINN's figure, ``source`` ``"finn"``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ A_WIDTH = {"DSP48E1": 25, "DSP48E2": 27}
 FINN = "finn"
 LANES = "flimcc: DSPs by finn-rtllib mvu.sv's lane packing"
 ELEMENTWISE = "flimcc: LUTs of the elementwise datapath (FINN estimates 0)"
+OWN = "flimcc: the op's own estimate (flimcc's RTL op)"
 SHARED = "flimcc: one threshold row, stored once per PE lane as FINN's RTL generates it (C = PE)"
 
 
@@ -85,8 +87,10 @@ def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: 
     attributes do not hold come from its graph (`graph_facts`): `narrow`, the MVAU_rtl's
     weights are narrow-range (``narrow_weights``); `one_threshold_row`, the thresholds are
     one row for all channels."""
+    from flimcc.hw.rtl_op import FlimccRTLOp
+
     res = dict(inst.node_res_estimation(fpgapart))
-    res["source"] = FINN
+    res["source"] = OWN if isinstance(inst, FlimccRTLOp) else FINN
     op = inst.onnx_node.op_type
     if op == "MVAU_rtl":
         block = dsp_block(fpgapart)

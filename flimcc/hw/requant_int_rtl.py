@@ -12,9 +12,9 @@ input type can hold (or 2^20 of them, ends included, for wider inputs), that thi
 FINN's float32 execution of the node; where it does not (a scale not dyadic, float32
 rounding in FINN's formula), it refuses the node by name. No register: one beat per cycle.
 
-Estimates: one DSP per lane for the product when the input is wider than 4 bits and S is
-not a power of two (a shift otherwise), plus LUTs for the add, shift and clip (about two
-per output bit per lane).
+Estimates: one DSP per lane for the product when the input is wider than 4 bits (``resType``
+lut: about ib x ib LUTs per lane instead, the product marked ``use_dsp = "no"``), plus LUTs
+for the add, shift and clip (about two per output bit per lane).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from finn.custom_op.fpgadataflow.requant import Requant
 from qonnx.custom_op.general.intquant import max_int, min_int
 
 from flimcc.errors import UnsupportedError
-from flimcc.hw.rtl_op import FlimccRTLOp, stream_ports
+from flimcc.hw.rtl_op import FlimccRTLOp, mult_style_attr, product_attribute, product_dsps, stream_ports
 
 MAX_SHIFT = 40
 
@@ -42,6 +42,11 @@ def dyadic(scale: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 class IntRequant_rtl(Requant, FlimccRTLOp):
     """See the module docstring."""
+
+    def get_nodeattr_types(self):
+        attrs = super().get_nodeattr_types()
+        attrs["resType"] = mult_style_attr()
+        return attrs
 
     def _params(self, model) -> tuple[np.ndarray, np.ndarray, int]:
         name = self.onnx_node.name
@@ -95,7 +100,8 @@ class IntRequant_rtl(Requant, FlimccRTLOp):
         for lane in range(pe):
             lines += [
                 f"  wire signed [{wide - 1}:0] x_{lane} = {wide}'({ext}(in0_V_TDATA[{(lane + 1) * ib - 1}:{lane * ib}]));",
-                f"  wire signed [{wide - 1}:0] v_{lane} = (x_{lane} * S[fold * {pe} + {lane}] + B[fold * {pe} + {lane}]"
+                f"  {product_attribute(self)}wire signed [{wide - 1}:0] v_{lane} = "
+                f"(x_{lane} * S[fold * {pe} + {lane}] + B[fold * {pe} + {lane}]"
                 f" + {lit((1 << (k - 1)) if k else 0)}) >>> {k};",
                 f"  wire signed [{wide - 1}:0] y_{lane} = v_{lane} < {lit(qlo)} ? {lit(qlo)} : "
                 f"(v_{lane} > {lit(qhi)} ? {lit(qhi)} : v_{lane});"]
@@ -116,7 +122,10 @@ class IntRequant_rtl(Requant, FlimccRTLOp):
                 + ",\n".join(ports) + "\n);\n" + "\n".join(lines) + "\nendmodule\n")
 
     def lut_estimation(self, fpgapart=None):
-        return 2 * self.get_nodeattr("PE") * self.get_output_datatype().bitwidth()
+        pe, ib = self.get_nodeattr("PE"), self.get_input_datatype(0).bitwidth()
+        in_luts = 0 if self.dsp_estimation(fpgapart) else pe * ib * ib  # S taken as wide as x
+        return 2 * pe * self.get_output_datatype().bitwidth() + in_luts
 
     def dsp_estimation(self, fpgapart=None):
-        return self.get_nodeattr("PE") if self.get_input_datatype(0).bitwidth() > 4 else 0
+        ib = self.get_input_datatype(0).bitwidth()
+        return product_dsps(self, ib, ib, self.get_nodeattr("PE"))

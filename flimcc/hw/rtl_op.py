@@ -59,6 +59,28 @@ class FlimccRTLOp(RTLBackend):
         return 0
 
 
+#: where a flimcc RTL op's products go (attribute ``resType``): "auto", a DSP per lane when
+#: both operands are wider than 4 bits (what Vivado infers for a `*`); "lut", the product
+#: marked ``use_dsp = "no"`` (about a x b LUTs per lane); "dsp", always a DSP per lane
+MULT_STYLES = ("auto", "dsp", "lut")
+
+
+def mult_style_attr() -> tuple:
+    return ("s", False, "auto", set(MULT_STYLES))
+
+
+def product_attribute(inst) -> str:
+    """The synthesis attribute in front of a product's declaration."""
+    return '(* use_dsp = "no" *) ' if inst.get_nodeattr("resType") == "lut" else ""
+
+
+def product_dsps(inst, a_bits: int, b_bits: int, lanes: int) -> int:
+    style = inst.get_nodeattr("resType")
+    if style == "lut":
+        return 0
+    return lanes if style == "dsp" or min(a_bits, b_bits) > 4 else 0
+
+
 def stream_ports(direction: str, port: str, width: int) -> str:
     """One AXI-stream port group in FINN's naming (`direction`: "in" or "out")."""
     d_in, d_out = ("input", "output") if direction == "in" else ("output", "input")
