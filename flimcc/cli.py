@@ -228,7 +228,7 @@ def verify(model, golden, inputs, samples, seed, atol, rtol, as_json, dims) -> N
 @click.option("--seed", default=0, show_default=True)
 @click.option("--size-fifos/--no-size-fifos", default=True, show_default=True,
               help="Size the loops' FIFOs by RTL simulation (Verilator) and check the loops' RTL bit for bit; "
-                   "about a minute of Verilator builds the first time, cached after.")
+                   "a few minutes of Verilator builds the first time, cached after.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @dim_option
 def compile_cmd(model, target_name, out_dir, pixels, clock_mhz, fps, headroom, bits, verify_samples, seed, size_fifos,
