@@ -53,10 +53,6 @@ THRESHOLD_PLACEMENTS = (64, 256, 1024, cost._NEVER)
 LUT_MULTIPLIER_GAIN = 1.02
 
 
-def results_best(results: list) -> float:
-    return max(r[0] for r in results)
-
-
 #: Where matrix products multiply: "dsp" keeps FINN's specialisation (the RTL MVU on DSP
 #: slices, which FINN packs several 8-bit products into), "lut" makes every MVAU the HLS
 #: one with LUT multipliers (resType=lut). Searched like the placements.
@@ -295,7 +291,8 @@ class Fold(Pass):
                                                              what="even at the lowest parallelism the design"))
         _, _, (multipliers, depth), best = max(results)
         if multipliers == "lut":  # the RTL MVU (simulated here) unless LUT MACs gain enough
-            rtl = [r for r in results if r[2][0] == "dsp" and r[0] * LUT_MULTIPLIER_GAIN >= results_best(results)]
+            fastest = max(r[0] for r in results)
+            rtl = [r for r in results if r[2][0] == "dsp" and r[0] * LUT_MULTIPLIER_GAIN >= fastest]
             if rtl:
                 _, _, (multipliers, depth), best = max(rtl)
         model, p, perf, used = best["model"], best["p"], best["perf"], best["used"]

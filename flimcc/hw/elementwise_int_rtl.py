@@ -23,6 +23,7 @@ import math
 import numpy as np
 from finn.custom_op.fpgadataflow.elementwise_binary import ElementwiseAdd, ElementwiseMul, ElementwiseSub
 
+from flimcc.hw.estimate import elementwise_luts
 from flimcc.hw.rtl_op import FlimccRTLOp, mult_style_attr, product_attribute, product_dsps, stream_ports
 
 _SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*"}
@@ -110,10 +111,9 @@ class _IntElementwise(FlimccRTLOp):
         pe = self.get_nodeattr("PE")
         a, b = (self.get_input_datatype(k).bitwidth() for k in (0, 1))
         consts = [k for k in (0, 1) if self.get_nodeattr("lhs_style" if k == 0 else "rhs_style") == "const"]
-        table = sum(math.ceil(int(self.get_nodeattr("out_shape")[-1]) * (a, b)[k] / 64) for k in consts)
-        if self._operation[0] == "Mul":
-            return table + (0 if self.dsp_estimation(fpgapart) else pe * a * b)
-        return table + pe * self.get_output_datatype().bitwidth()
+        table = sum(int(self.get_nodeattr("out_shape")[-1]) * (a, b)[k] for k in consts)
+        return elementwise_luts(pe, (a, b), self.get_output_datatype().bitwidth(), self._operation[0] == "Mul",
+                                bool(self.dsp_estimation(fpgapart)), table)
 
     def dsp_estimation(self, fpgapart=None):
         a, b = (self.get_input_datatype(k).bitwidth() for k in (0, 1))

@@ -31,8 +31,6 @@ import math
 
 import numpy as np
 
-RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
-
 #: width of the DSP's A (weight) datapath that lanes are packed into, per DSP block (mvu.sv)
 A_WIDTH = {"DSP48E1": 25, "DSP48E2": 27}
 
@@ -75,7 +73,7 @@ def elementwise_luts(pe: int, in_bits: tuple[int, int], out_bits: int, multiply:
                      table_bits: int = 0) -> int:
     """LUTs of a PE-lane elementwise datapath: an adder/subtractor/comparator is one LUT per
     output bit and lane (a carry chain), a LUT multiplier a x b per lane; a constant operand
-    table in LUTRAM 64 bits per LUT."""
+    table in LUTRAM 64 bits per LUT (flimcc's IntElementwise*_rtl and FINN's HLS ops alike)."""
     a, b = in_bits
     datapath = (0 if uses_dsp else pe * a * b) if multiply else pe * out_bits
     return datapath + math.ceil(table_bits / 64)
@@ -134,10 +132,21 @@ def graph_facts(node, graph) -> dict:
     init = next((t for t in graph.initializer if t.name == node.input[1]), None)
     if node.op_type == "Thresholding_rtl":
         return {"one_threshold_row": init is not None and len(init.dims) == 2 and init.dims[0] == 1}
-    from onnx import numpy_helper
-    from qonnx.custom_op.registry import getCustomOp
+    # fold asks this for every body node at every move: the weights are read once per content
+    key = (node.SerializeToString(deterministic=True),
+           None if init is None else init.SerializeToString(deterministic=True))
+    found = _NARROW.get(key)
+    if found is None:
+        from onnx import numpy_helper
+        from qonnx.custom_op.registry import getCustomOp
 
-    return {"narrow": narrow_weights(getCustomOp(node), None if init is None else numpy_helper.to_array(init))}
+        if len(_NARROW) > 10_000:
+            _NARROW.clear()
+        found = _NARROW[key] = narrow_weights(getCustomOp(node), None if init is None else numpy_helper.to_array(init))
+    return {"narrow": found}
+
+
+_NARROW: dict[tuple, bool] = {}
 
 
 def graph_estimates(graph, fpgapart: str) -> dict[str, dict]:
