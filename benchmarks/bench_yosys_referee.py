@@ -10,7 +10,8 @@ DSPs agree exactly (they are primitives the RTL instantiates); memories cannot b
 yet (the front end's --ignore-initial drops their $readmemh initialisation, and Yosys then
 keeps the weights in flip-flops); the LUT gap is kept in the table (Yosys maps LUTs its own
 way, and the weights it keeps in logic inflate its count). A model is compiled first (PYNQ-Z2, FIFOs not sized); default: the 8-bit QAT
-student. `--ops` restricts the node types (synthesis of an MVU takes ~20 s).
+student. Nodes whose products are marked for LUTs (resType lut) are synthesised with
+``-nodsp`` (Yosys ignores the ``use_dsp = "no"`` Vivado honours). `--ops` restricts the node types (synthesis of an MVU takes ~20 s).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 
 import flimcc  # noqa: E402
+from qonnx.custom_op.registry import getCustomOp  # noqa: E402
 from flimcc.hw import cost  # noqa: E402
 from flimcc.layout import loop_nodes  # noqa: E402
 from flimcc.models import zoo  # noqa: E402
@@ -73,7 +75,11 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             hdl = generate_node_hdl(body, bnode, work / bnode.name, part, clk_ns)
             try:
-                got = yosys.synthesize(hdl.top, hdl.files, work / bnode.name, family)
+                # products marked use_dsp = "no" (resType lut): Vivado honours the mark, Yosys
+                # does not, so such a node is synthesised without DSPs
+                inst = getCustomOp(bnode)
+                luts_only = "resType" in inst.get_nodeattr_types() and inst.get_nodeattr("resType") == "lut"
+                got = yosys.synthesize(hdl.top, hdl.files, work / bnode.name, family, dsp=not luts_only)
             except yosys.SynthesisError as e:
                 failed.append(bnode.name)
                 print(f"| {node.name} | {bnode.name} | {bnode.op_type} | | | {str(e).split(': ', 1)[-1]} | |", flush=True)

@@ -9,7 +9,8 @@ to have RTL, so they are not simulated here: ``cycles_per_pixel`` is the bottlen
 and the record says so.
 
 ``size_fifos``: each loop's FIFOs are sized by a gauge run first (`size_fifos`), the sized
-loop simulated, and the depths written into the build (the loop node's ``fifo_depths`` in
+loop simulated and its join FIFOs widened until it is as fast as the gauge run
+(`settle_fifos`; per loop ``fifo_doublings`` in the record), and the depths written into the build (the loop node's ``fifo_depths`` in
 model.onnx, which the loop's HDL generation reads, and folding_config.json), its loops' RTL
 regenerated and its resources re-estimated with them.
 
@@ -39,7 +40,7 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     from flimcc.models.fli_data import simulate as simulate_decays
     from flimcc.rtl import verilator
     from flimcc.rtl.loop import check_loop_rtl
-    from flimcc.rtl.loop_sim import run_loop, size_fifos as size_loop_fifos
+    from flimcc.rtl.loop_sim import run_loop, settle_fifos, size_fifos as size_loop_fifos
 
     from flimcc.build_folder import OutputFolderError, check_output_folder
 
@@ -74,15 +75,22 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="flimcc-rtlsim-"))
     runs, depths_all = [], {}
     for node, inst in loops:
-        depths = None
+        depths, settled, rounds = None, None, 0
         if size_fifos:
-            depths, _ = size_loop_fifos(model, node, context, work / f"{node.name}-gauge", part, clk_ns)
+            depths, gauge = size_loop_fifos(model, node, context, work / f"{node.name}-gauge", part, clk_ns)
+            depths, settled, rounds = settle_fifos(model, node, context, work / f"{node.name}-settle", part,
+                                                   clk_ns, depths, gauge)
             depths_all[node.name] = depths
         else:
             depths = inst.fifo_depths() or None
-        run = run_loop(model, node, context, work / node.name, part, clk_ns, fifo_depths=depths,
-                       gap_percent=gap_percent, stall_percent=stall_percent, seed=seed)
+        if settled is not None and not gap_percent and not stall_percent:
+            run = settled  # the settling run is this run
+        else:
+            run = run_loop(model, node, context, work / node.name, part, clk_ns, fifo_depths=depths,
+                           gap_percent=gap_percent, stall_percent=stall_percent, seed=seed)
         entry = run.to_json()
+        if size_fifos:
+            entry["gauge_cycles"], entry["fifo_doublings"] = gauge.cycles, rounds
         entry["fifo_depths"] = depths or {}
         entry["cycles_per_pixel"] = run.cycles / n
         entry["estimated_cycles_per_pixel"] = run.estimated_cycles / n

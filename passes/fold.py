@@ -7,17 +7,18 @@ BRAM18, URAM and DSP times a headroom (default 85%), with FINN's own estimators 
 cost model (:mod:`flimcc.hw.cost`):
 
     for each placement of the threshold memories (BRAM18 from some depth on, else LUTRAM)
-    and each kind of multiplier (DSP slices, or LUTs):
+    and each kind of multiplier (matrix units on DSP slices, or all in LUTs):
     repeat: find the bottleneck (the node with the most cycles per pixel; inside a loop,
             the body node that sets its II); raise its parallelism one step (the next
             divisor of SIMD or PE, whichever cuts more cycles, the cheaper on ties);
             keep the move if the whole design still fits, else try the node's other
-            step; when neither fits, relieve (nodes faster than needed step down,
-            elementwise products move to LUTs) and go on; stop when nothing is left to
-            relieve.
+            step; when neither fits, relieve until it does (nodes faster than needed
+            step down; elementwise products move to LUTs; where the step ran out of
+            DSPs, single matrix units move to LUTs, flimcc's MVAULut_rtl, cheapest
+            first) and go on; stop when relief cannot make the step fit.
 
-    keep the fastest result; LUT multipliers (FINN's HLS MVAU, no RTL to simulate here)
-    only when they beat the best DSP design by LUT_MULTIPLIER_GAIN.
+    keep the fastest result; all-LUT multipliers only when they beat the best DSP design
+    by LUT_MULTIPLIER_GAIN (LUT MACs cost more power and routing than DSP slices).
 
 Without the fallback to a node's cheaper step, a larger budget would run a longer prefix of
 the same move sequence and never lower throughput; with it a larger budget can take another
@@ -48,14 +49,14 @@ PIXELS_KEY = "flimcc.pixels"
 #: the search runs once per placement and keeps the fastest design.
 THRESHOLD_PLACEMENTS = (64, 256, 1024, cost._NEVER)
 
-#: LUT multipliers (FINN's HLS MVAU: no RTL, so loops holding one cannot be simulated here)
-#: are taken only when they are this much faster than the best design on DSPs.
+#: All matrix units on LUT multipliers are taken only when they are this much faster than
+#: the best design on DSPs (which may itself move single units to LUTs).
 LUT_MULTIPLIER_GAIN = 1.02
 
 
 #: Where matrix products multiply: "dsp" keeps FINN's specialisation (the RTL MVU on DSP
-#: slices, which FINN packs several 8-bit products into), "lut" makes every MVAU the HLS
-#: one with LUT multipliers (resType=lut). Searched like the placements.
+#: slices, which FINN packs several 8-bit products into), "lut" makes every RTL MVU flimcc's
+#: MVAULut_rtl (LUT multipliers, weights in a ROM). Searched like the placements.
 MULTIPLIERS = ("dsp", "lut")
 
 
@@ -118,21 +119,28 @@ def more_pixels(model: ModelWrapper, part: str, budget: dict, clock: float, p: i
 
 
 #: relief rounds per search (a trimmed node can become the bottleneck again)
-MAX_RELIEFS = 8
+MAX_RELIEFS = 16
 
 #: flimcc's RTL ops whose products can leave the DSPs (``resType`` lut)
 PRODUCT_OPS = ("IntElementwiseMul_rtl", "IntRequant_rtl")
 
 
-def relieve(model: ModelWrapper, p: int, part: str | None = None, budget: dict | None = None) -> bool:
+def relieve(model: ModelWrapper, p: int, part: str | None = None, budget: dict | None = None,
+            short: frozenset = frozenset(), step_fits=None, goal: dict | None = None) -> bool:
     """Free resources without slowing the design, for when the bottleneck's next step does
-    not fit: (1) every node faster than it needs to be steps its parallelism down (a loop
-    body node while it stays within its loop's II, a top-level node while it stays within
-    the slowest node's cycles per frame); (2) then, if nothing was trimmed, the elementwise
-    products and requantizations on DSPs go to LUTs (the DSPs are the matrix units'), kept
-    only if the design still fits `budget` on `part` (given). True if anything changed
-    (each change only lowers parallelism or moves a product to LUTs, so relief ends)."""
-    if _trim(model, p):
+    not fit (`short`: the resources that step ran out of; `step_fits()`: whether it fits
+    now, if known): (1) every node faster than it needs to be steps its parallelism down (a
+    loop body node while it stays within its loop's II, a top-level node while it stays
+    within the slowest node's cycles per frame); (2) the elementwise products and
+    requantizations on DSPs go to LUTs (the DSPs are the matrix units'), kept only if the
+    design still fits `budget` on `part`; (3) when the step ran out of DSPs, matrix units
+    move from DSPs to LUTs (`matrix_to_luts`). Stops at the first stage after which the
+    step fits (any change, without `step_fits`). True if it then fits (each change only
+    lowers parallelism or moves products to LUTs, so relief ends). `goal`: see `_trim`."""
+    def helped(changed: bool) -> bool:
+        return changed and (step_fits is None or step_fits())
+
+    if helped(_trim(model, p, goal)):
         return True
     moved = []
 
@@ -152,8 +160,94 @@ def relieve(model: ModelWrapper, p: int, part: str | None = None, budget: dict |
                     inst.set_nodeattr("resType", styles[node.name])
 
         for_each_graph(model, back)
-        return False
-    return bool(moved)
+        moved = []
+    if helped(bool(moved)):
+        return True
+    return "DSP" in short and budget is not None and matrix_to_luts(model, p, part, budget, step_fits)
+
+
+def tidy(model: ModelWrapper, p: int, part: str, budget: dict, clock: float) -> None:
+    """The search's end state can hold what no longer buys speed: parallelism raised before
+    another part of the design stopped the search (one loop at II 8 while the other cannot
+    leave 16), and matrix units moved to LUTs for steps that are then undone. Step every
+    node down while the design's pixels/s stay the same, then move matrix units back to
+    DSPs where that still fits (biggest LUT saving first; FINN's RTL MVU needs
+    SIMD < MW). Neither changes the throughput."""
+    from flimcc.hw.mvau_lut_rtl import MVAULut_rtl
+
+    rate = cost.throughput(model, p, clock)["pixels_per_second"]
+
+    def same_rate() -> bool:
+        return cost.throughput(model, p, clock)["pixels_per_second"] >= rate * (1 - 1e-9)
+
+    for node, inst in hw_nodes(model):
+        _step_down(inst, same_rate)
+    for node, loop in loop_nodes(model):
+        body = loop.body()
+
+        def body_same_rate() -> bool:
+            loop.set_nodeattr("body", body.model.graph)
+            return same_rate()
+
+        for bnode, binst in hw_nodes(body):
+            _step_down(binst, body_same_rate)
+        loop.set_nodeattr("body", body.model.graph)
+    units = []
+
+    def collect(graph_model):
+        for node, inst in hw_nodes(graph_model):
+            if isinstance(inst, MVAULut_rtl) and inst.get_nodeattr("SIMD") < inst.get_nodeattr("MW"):
+                units.append((-inst.lut_estimation(), node.name))
+
+    for_each_graph(model, collect)
+    for _, name in sorted(units):
+        trial = ModelWrapper(copy.deepcopy(model.model))
+        _set_op(trial, {name}, cost.to_dsp_mvau)
+        if cost.fits(cost.total_resources(trial, part, p), budget):
+            _set_op(model, {name}, cost.to_dsp_mvau)
+
+
+def _set_op(model: ModelWrapper, names: set[str], convert) -> None:
+    """`convert(node)` on the nodes named `names`, wherever they are (node names are unique
+    model-wide)."""
+    def edit(graph_model):
+        for node in graph_model.graph.node:
+            if node.name in names:
+                convert(node)
+
+    for_each_graph(model, edit)
+
+
+def matrix_to_luts(model: ModelWrapper, p: int, part: str, budget: dict, step_fits=None) -> bool:
+    """Move matrix units off the DSPs, cheapest first: each MVAU_rtl whose LUT version
+    (flimcc's MVAULut_rtl, same folding) still fits `budget` becomes that version, until
+    `step_fits()` (one unit without it). True if that happened; otherwise every unit moved
+    here moves back (LUTs spent for nothing)."""
+    from flimcc.hw.mvau_lut_rtl import MVAULut_rtl
+
+    candidates = []
+
+    def collect(graph_model):
+        for node, inst in hw_nodes(graph_model):
+            if node.op_type == "MVAU_rtl":
+                lut = copy.deepcopy(node)
+                cost.to_lut_mvau(lut)
+                candidates.append((MVAULut_rtl(lut).lut_estimation(), node.name, copy.deepcopy(node)))
+
+    for_each_graph(model, collect)
+    moved = {}
+    for _, name, original in sorted(candidates, key=lambda c: (c[0], c[1])):
+        trial = ModelWrapper(copy.deepcopy(model.model))
+        _set_op(trial, {name}, cost.to_lut_mvau)
+        if not cost.fits(cost.total_resources(trial, part, p), budget):
+            continue
+        _set_op(model, {name}, cost.to_lut_mvau)
+        moved[name] = original
+        if step_fits is None or step_fits():
+            return True
+    for name, original in moved.items():
+        _set_op(model, {name}, lambda node, original=original: node.CopyFrom(original))
+    return False
 
 
 def _step_down(inst, fits) -> bool:
@@ -173,17 +267,23 @@ def _step_down(inst, fits) -> bool:
     return lowered
 
 
-def _trim(model: ModelWrapper, p: int) -> bool:
+def _trim(model: ModelWrapper, p: int, goal: dict | None = None) -> bool:
+    """Step down every node faster than it needs to be. `goal`: the cycles the bottleneck's
+    step aims at, per frame (key ``""``, a top-level bottleneck) or per vector of its loop
+    (key: the loop's name); nodes there stay within the goal, not the current limit, or
+    trimming would undo the steps that brought them to the goal (they tie with the
+    bottleneck until it moves)."""
+    goal = goal or {}
     changed = False
     frame = cost.node_cycles_per_frame(model, p)
-    limit = max(frame.values())
+    limit = min(max(frame.values()), goal.get("", float("inf")))
     batch = cost._batch(model)
     for node, inst in hw_nodes(model):
         changed |= _step_down(inst, lambda: inst.get_exp_cycles() * p / batch <= limit)
     for node, loop in loop_nodes(model):
         body = loop.body()
         vectors = body.get_tensor_shape(body.graph.input[0].name)[0]
-        ii = cost.loop_timing(node, loop).ii
+        ii = min(cost.loop_timing(node, loop).ii, goal.get(node.name, float("inf")))
         trimmed = False
         for bnode, binst in hw_nodes(body):
             trimmed |= _step_down(binst, lambda: binst.get_exp_cycles() / vectors <= ii)
@@ -215,6 +315,32 @@ def _moves(inst, fpgapart: str, budget: dict, facts: dict) -> list[tuple[str, in
         if gain > 0:
             moves.append(((gain, -price), (attr, higher[0], gain)))
     return [move for _, move in sorted(moves, key=lambda m: m[0], reverse=True)]
+
+
+def _step_check(model: ModelWrapper, top: str, body_node: str | None, moves, part: str, budget: dict,
+                auto: bool, p: int):
+    """A function telling whether one of the bottleneck's `moves` fits the budget now (tried
+    on a copy; the bottleneck is `top`, or its loop body's `body_node`)."""
+    def fits() -> bool:
+        trial = ModelWrapper(copy.deepcopy(model.model))
+        top_node = trial.get_node_from_name(top)
+        if body_node is None:
+            loop, body, inst = None, None, getCustomOp(top_node)
+        else:
+            loop = getCustomOp(top_node)
+            body = loop.body()
+            inst = getCustomOp(body.get_node_from_name(body_node))
+        for attr, value, _ in moves:
+            old = inst.get_nodeattr(attr)
+            inst.set_nodeattr(attr, value)
+            if loop is not None:
+                loop.set_nodeattr("body", body.model.graph)
+            if cost.fits(cost.total_resources(trial, part, cost.auto_pixels(trial) if auto else p), budget):
+                return True
+            inst.set_nodeattr(attr, old)
+        return False
+
+    return fits
 
 
 def folding_of(model: ModelWrapper) -> dict[str, dict]:
@@ -352,26 +478,39 @@ class Fold(Pass):
             candidates = _moves(inst, part, budget, graph_facts(inst.onnx_node, (body or model).graph))
             if not candidates:
                 break
+            short = set()  # the resources the bottleneck's steps run out of
             for attr, value, _ in candidates:  # the best move that fits (a cheaper one may)
                 old = inst.get_nodeattr(attr)
                 inst.set_nodeattr(attr, value)
                 if loop is not None:
                     loop.set_nodeattr("body", body.model.graph)
                 new_p = cost.auto_pixels(model) if auto else p
-                if cost.fits(cost.total_resources(model, part, new_p), budget):
+                used = cost.total_resources(model, part, new_p)
+                if cost.fits(used, budget):
                     break
+                short |= {k for k in cost.RESOURCES if used[k] > budget[k] + 1e-9}
                 inst.set_nodeattr(attr, old)
                 if loop is not None:
                     loop.set_nodeattr("body", body.model.graph)
             else:
                 reliefs += 1
-                if reliefs <= MAX_RELIEFS and relieve(model, p, part, budget):  # resources freed, not slower: go on
+                step = _step_check(model, node.name, inst.onnx_node.name if loop is not None else None,
+                                   candidates, part, budget, auto, p)
+                best = (inst.get_exp_cycles() - candidates[0][2])  # the bottleneck's cycles after its best step
+                if loop is not None:
+                    goal = {node.name: best / body.get_tensor_shape(body.graph.input[0].name)[0]}
+                else:
+                    goal = {"": best * p / cost._batch(model)}
+                if reliefs <= MAX_RELIEFS and relieve(model, p, part, budget, frozenset(short), step, goal):
+                    # resources freed, not slower: go on
                     p = cost.auto_pixels(model) if auto else p
                     continue
                 stop = "budget"
                 break
             p = new_p
             moves += 1
+        tidy(model, p, part, budget, clock)
+        p = cost.auto_pixels(model) if auto else p
         if auto and stop != "fps reached":
             p = more_pixels(model, part, budget, clock, p)
         return {"model": model, "p": p, "moves": moves, "stop": stop,

@@ -140,3 +140,24 @@ def test_one_threshold_row_is_estimated_as_finn_generates_it(small_build, tmp_pa
     assert len(last.read_text().split()) == 2 ** (bits - 1)
     # and a per-channel table (C rows) keeps FINN's estimate
     assert node_estimate(inst, PYNQ, one_threshold_row=False)["BRAM_18K"] == finn["BRAM_18K"]
+
+
+def test_deep_fifos_are_bram_on_parts_without_uram():
+    """fifo.sv asks for URAM above 2,028 entries; a 7-series or a ZU9EG has none, so Vivado
+    builds BRAM: priced as FINN prices the block style. A ZU7EV keeps FINN's URAM."""
+    from finn.util.resource_models import _fifo_cost
+    from onnx import helper
+
+    from flimcc.hw.estimate import NO_URAM, part_has_uram
+
+    assert not part_has_uram(PYNQ) and not part_has_uram(ZCU) and part_has_uram("xczu7ev-ffvc1156-2-e")
+    node = helper.make_node("StreamingFIFO_rtl", ["x"], ["y"], domain="finn.custom_op.fpgadataflow.rtl",
+                            backend="fpgadataflow", depth=4096, folded_shape=[4096, 1], normal_shape=[4096, 16],
+                            dataType="INT16", impl_style="rtl")
+    inst = getCustomOp(node)
+    asked = node_estimate(inst, "xczu7ev-ffvc1156-2-e")
+    assert asked["URAM"] > 0 and asked["source"] == FINN
+    for part in (PYNQ, ZCU):
+        got = node_estimate(inst, part)
+        assert got["URAM"] == 0 and got["source"] == NO_URAM
+        assert got["BRAM_18K"] == _fifo_cost(4096, inst.get_instream_width_padded(), "block").bram > 0

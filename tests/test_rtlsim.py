@@ -49,6 +49,10 @@ def test_rtlsim_sizes_fifos_into_the_build(small_build, tmp_path):
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["bit_exact"] and rec["fifos_sized"]
+    from flimcc.rtl.loop_sim import SETTLE_ROUNDS, SETTLE_TOLERANCE
+
+    for e in rec["loops"]:  # settled: as fast as the unbounded gauge run, or out of rounds
+        assert e["cycles"] <= e["gauge_cycles"] * SETTLE_TOLERANCE or e["fifo_doublings"] == SETTLE_ROUNDS, e
     model = flimcc.load(build / "model.onnx")
     folding = json.loads((build / "folding_config.json").read_text())
     for (node, inst), e in zip(loop_nodes(model), rec["loops"]):

@@ -246,22 +246,39 @@ def place_threshold_memories(model: ModelWrapper, bram_depth: int = THRESHOLD_BR
     return placed
 
 
+def to_lut_mvau(node) -> None:
+    """An MVAU_rtl node (FINN's DSP-based RTL MVU) becomes flimcc's MVAULut_rtl in place:
+    the same matrix, folding and numpy semantics, its products in LUTs and its weights in a
+    ROM inside the module (FINN's internal_embedded)."""
+    node.op_type = "MVAULut_rtl"
+    drop = ("pumpedCompute", "gen_top_module", "resType", "mem_mode", "ram_style", "runtime_writeable_weights")
+    keep = [a for a in node.attribute if a.name not in drop]
+    del node.attribute[:]
+    node.attribute.extend(keep + [onnx.helper.make_attribute("resType", "lut"),
+                                  onnx.helper.make_attribute("mem_mode", "internal_embedded")])
+
+
+def to_dsp_mvau(node) -> None:
+    """The inverse of `to_lut_mvau`: FINN's RTL MVU, weights streamed from a memory beside it
+    (internal_decoupled), as lower-finn makes it."""
+    node.op_type = "MVAU_rtl"
+    keep = [a for a in node.attribute if a.name not in ("resType", "mem_mode")]
+    del node.attribute[:]
+    node.attribute.extend(keep + [onnx.helper.make_attribute("resType", "auto"),
+                                  onnx.helper.make_attribute("mem_mode", "internal_decoupled")])
+
+
 def lut_multipliers(model: ModelWrapper) -> int:
-    """Every RTL MVAU (FINN's DSP-based MVU) becomes the HLS MVAU with LUT multipliers
-    (resType=lut): same attributes and numpy semantics, FINN's LUT cost model instead of
-    its DSP one. Loop bodies included."""
+    """Every RTL MVAU (FINN's DSP-based MVU) becomes flimcc's MVAULut_rtl (`to_lut_mvau`),
+    loop bodies included; the number converted."""
     changed = 0
 
     def convert(graph_model):
         nonlocal changed
         for node in graph_model.graph.node:
-            if node.op_type != "MVAU_rtl":
-                continue
-            node.op_type, node.domain = "MVAU_hls", "finn.custom_op.fpgadataflow.hls"
-            keep = [a for a in node.attribute if a.name not in ("pumpedCompute", "gen_top_module", "resType")]
-            del node.attribute[:]
-            node.attribute.extend(keep + [onnx.helper.make_attribute("resType", "lut")])
-            changed += 1
+            if node.op_type == "MVAU_rtl":
+                to_lut_mvau(node)
+                changed += 1
 
     for_each_graph(model, convert)
     return changed

@@ -21,6 +21,10 @@ the hardware, flimcc replaces the figure and says so in the node's ``source``:
   for an adder): flimcc adds one LUT per output bit and PE lane for an adder, subtractor or
   comparator, a x b per lane for a multiplier FINN does not put in a DSP.
 
+* ``StreamingFIFO`` memories deeper than fifo.sv's URAM threshold (2,028) on a part without
+  UltraRAM: fifo.sv asks for URAM, Vivado drops the request and builds BRAM (FINN's
+  estimator reports what is asked for: URAM on a 7-series). flimcc prices them as BRAM.
+
 flimcc's own RTL ops (``IntElementwise*_rtl``, ``DuplicateStreams_rtl``, ...) carry their own
 estimates (``source`` says so); everything else is FINN's figure, ``source`` ``"finn"``.
 """
@@ -39,6 +43,21 @@ LANES = "flimcc: DSPs by finn-rtllib mvu.sv's lane packing"
 ELEMENTWISE = "flimcc: LUTs of the elementwise datapath (FINN estimates 0)"
 OWN = "flimcc: the op's own estimate (flimcc's RTL op)"
 SHARED = "flimcc: one threshold row, stored once per PE lane as FINN's RTL generates it (C = PE)"
+NO_URAM = "flimcc: fifo.sv asks for URAM, the part has none: built (and priced) as BRAM"
+
+#: Zynq UltraScale+ devices with UltraRAM (DS891); 7-series parts have none, other
+#: UltraScale+ families (Kintex/Virtex/Alveo) are taken to have it
+_ZYNQ_USP_WITH_URAM = {4, 5, 7, 11, 17, 19}
+
+
+def part_has_uram(fpgapart: str) -> bool:
+    import re
+
+    part = fpgapart.lower()
+    if part.startswith("xc7"):
+        return False
+    zu = re.match(r"xczu(\d+)", part)
+    return int(zu.group(1)) in _ZYNQ_USP_WITH_URAM if zu else True
 
 
 def dsp_block(fpgapart: str) -> str:
@@ -100,6 +119,11 @@ def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: 
     elif op == "Thresholding_rtl" and one_threshold_row:
         res.update(_as_generated_thresholds(inst, fpgapart))
         res["source"] = SHARED
+    elif op.startswith("StreamingFIFO") and res.get("URAM") and not part_has_uram(fpgapart):
+        from finn.util.resource_models import _fifo_cost
+
+        fifo = _fifo_cost(inst.get_nodeattr("depth"), inst.get_instream_width_padded(), "block")
+        res.update({"BRAM_18K": fifo.bram, "LUT": fifo.lut, "URAM": 0, "source": NO_URAM})
     elif op.startswith("Elementwise") and op.endswith("_hls"):  # FINN counts only a LUTRAM parameter table
         pe = inst.get_nodeattr("PE")
         ins = (inst.get_input_datatype(0).bitwidth(), inst.get_input_datatype(1).bitwidth())

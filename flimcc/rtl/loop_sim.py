@@ -11,6 +11,8 @@ of the body becomes FINN's unbounded ``fifo_gauge`` (``FINN_SIMULATION``), the r
 each FIFO's highest fill, and the depth becomes that fill, at least 2 and at most one
 step's beats on its stream (P vectors: no stream of a step holds more; the FIFOs behind
 the loop's x_t inputs would otherwise grow with the whole input the testbench offers).
+Then `settle_fifos` widens the joins' FIFOs until the sized loop is as fast as the gauge
+run (the highest fill of an unbounded run is not always enough room once bounded).
 """
 
 from __future__ import annotations
@@ -123,11 +125,43 @@ def size_fifos(model: ModelWrapper, node, context: dict, workdir: Path, fpgapart
     """Depths for every FIFO of the loop's hardware body from a gauge run (module docstring);
     returns them with the gauge run."""
     run = run_loop(model, node, context, workdir, fpgapart, clk_ns, gauge=True, max_cycles=max_cycles)
+    depths = {name: max(2, min(run.fifo_fill.get(name, 2), cap)) for name, cap in _fifo_caps(node).items()}
+    return depths, run
+
+
+def _fifo_caps(node) -> dict[str, int]:
+    """Every FIFO of the loop's hardware body with its cap: one step's beats on its stream."""
     inst = getCustomOp(node)
     body = hardware_body(inst.body(), node.name, inst.get_nodeattr("num_state"))
-    depths = {}
-    for bnode in body.graph.node:
-        if bnode.op_type == "StreamingFIFO_rtl":
-            step_beats = int(np.prod(getCustomOp(bnode).get_nodeattr("folded_shape")[:-1]))
-            depths[bnode.name] = max(2, min(run.fifo_fill.get(bnode.name, 2), step_beats))
-    return depths, run
+    return {b.name: int(np.prod(getCustomOp(b).get_nodeattr("folded_shape")[:-1]))
+            for b in body.graph.node if b.op_type == "StreamingFIFO_rtl"}
+
+
+#: a sized loop is settled when it runs within this factor of its gauge run's cycles
+SETTLE_TOLERANCE = 1.02
+
+#: rounds of `settle_fifos` at most (each a Verilator build and run)
+SETTLE_ROUNDS = 3
+
+
+def settle_fifos(model: ModelWrapper, node, context: dict, workdir: Path, fpgapart: str, clk_ns: float,
+                 depths: dict[str, int], gauge: LoopRun, max_cycles: int | None = None
+                 ) -> tuple[dict[str, int], LoopRun, int]:
+    """Depths at the gauge's highest fills can still be too shallow: once a FIFO is bounded,
+    a fork upstream of it stalls its other branches whenever it is full, which shifts when
+    beats arrive at the join and asks for more room than the unbounded run ever used (the
+    zoo students' decoders: 1.18-1.22x the gauge run's cycles at the fills, the gauge's
+    speed at twice them). Run the loop at `depths`; while it is slower than the gauge run
+    by more than SETTLE_TOLERANCE, double every FIFO deeper than 4 (the joins' FIFOs; the
+    2-4 deep ones between nodes are not what stalls), capped at one step's beats. Returns
+    the depths, the last run (no gaps, no stalls) and the rounds of doubling."""
+    caps = _fifo_caps(node)
+    run = run_loop(model, node, context, workdir, fpgapart, clk_ns, fifo_depths=depths, max_cycles=max_cycles)
+    rounds = 0
+    while run.cycles > gauge.cycles * SETTLE_TOLERANCE and rounds < SETTLE_ROUNDS:
+        wider = {k: (min(2 * v, caps.get(k, 2 * v)) if v > 4 else v) for k, v in depths.items()}
+        if wider == depths:
+            break
+        depths, rounds = wider, rounds + 1
+        run = run_loop(model, node, context, workdir, fpgapart, clk_ns, fifo_depths=depths, max_cycles=max_cycles)
+    return depths, run, rounds
