@@ -163,7 +163,62 @@ def relieve(model: ModelWrapper, p: int, part: str | None = None, budget: dict |
         moved = []
     if helped(bool(moved)):
         return True
+    if "BRAM_18K" in short and budget is not None and weights_out_of_bram(model, p, part, budget, step_fits):
+        return True
     return "DSP" in short and budget is not None and matrix_to_luts(model, p, part, budget, step_fits)
+
+
+#: weight memories this shallow (words per PE x SIMD lane group) may move to LUTRAM: one
+#: LUT per word bit per 64 words, where a BRAM18 would hold 512-1024 words
+LUTRAM_MAX_DEPTH = 128
+
+
+def weights_out_of_bram(model: ModelWrapper, p: int, part: str, budget: dict, step_fits=None) -> bool:
+    """Move matrix units' weight memories out of BRAM18, biggest first, to LUTRAM when the
+    memory is shallow (FINN's ``ram_style`` distributed; an 8-kbit matrix folded 16 deep
+    takes 29 BRAM18 at 3% use). Each move is kept if the design still fits `budget`, until
+    `step_fits()`; if the step never fits, every memory moved here moves back. True if the
+    step fits. Not UltraRAM: FINN builds URAM weights only as runtime-writeable (loaded over
+    AXI-lite after configuration), and a loop's RTL does not expose its body's AXI-lite."""
+    candidates = []
+
+    def collect(graph_model):
+        for node, inst in hw_nodes(graph_model):
+            if not node.op_type.startswith("MVAU") or inst.get_nodeattr("mem_mode") != "internal_decoupled":
+                continue
+            if inst.get_nodeattr("ram_style") not in ("auto", "block"):
+                continue
+            bram = cost.node_res(node, part, graph_model.graph).get("BRAM_18K", 0)
+            depth = inst.calc_wmem()
+            styles = ["distributed"] if depth <= LUTRAM_MAX_DEPTH else []
+            if bram and styles:
+                candidates.append((-bram, node.name, inst.get_nodeattr("ram_style"), styles))
+
+    for_each_graph(model, collect)
+    moved = {}
+    for _, name, old, styles in sorted(candidates):
+        for style in styles:
+            trial = ModelWrapper(copy.deepcopy(model.model))
+            _set_op(trial, {name}, lambda node, style=style: _set_attr(node, "ram_style", style))
+            if cost.fits(cost.total_resources(trial, part, p), budget):
+                _set_op(model, {name}, lambda node, style=style: _set_attr(node, "ram_style", style))
+                moved[name] = old
+                break
+        if moved and (step_fits is None or step_fits()):
+            return True
+    for name, old in moved.items():
+        _set_op(model, {name}, lambda node, old=old: _set_attr(node, "ram_style", old))
+    return False
+
+
+def _set_attr(node, name: str, value: str) -> None:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            a.CopyFrom(onnx.helper.make_attribute(name, value))
+            return
+    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def tidy(model: ModelWrapper, p: int, part: str, budget: dict, clock: float) -> None:

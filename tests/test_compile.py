@@ -206,6 +206,35 @@ def test_matrix_units_move_to_luts_when_dsps_run_out_and_back_when_they_fit(fold
     assert not matrix_to_luts(model, p, part, cost.total_resources(model, part, p))  # no LUTs to spare
 
 
+def test_shallow_weight_memories_leave_bram_when_it_runs_out(folded):
+    """relieve's BRAM stage: the biggest shallow weight memory moves to LUTRAM (FINN's
+    ram_style distributed) when BRAM18 is short, priced in LUTs (FINN's MVAU_rtl counts
+    none); nothing moves without LUTs to spare."""
+    import copy
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from flimcc.hw.estimate import lutram_weights
+    from flimcc.passes.fold import LUTRAM_MAX_DEPTH, weights_out_of_bram
+
+    part = "xc7z020clg400-1"
+    model = ModelWrapper(copy.deepcopy(folded[0.85].model.model))
+    p = next(inst.get_nodeattr("pixels") for _, inst in loop_nodes(model))
+    used = cost.total_resources(model, part, p)
+    assert not weights_out_of_bram(model, p, part, used)  # no LUTs to spare
+    budget = {**used, "LUT": used["LUT"] + 20_000}
+    assert weights_out_of_bram(model, p, part, budget)
+    now = cost.total_resources(model, part, p)
+    assert now["BRAM_18K"] < used["BRAM_18K"] and now["LUT"] > used["LUT"]
+    moved = [getCustomOp(n) for _, lp in loop_nodes(model) for n in lp.body().graph.node
+             if n.op_type == "MVAU_rtl" and getCustomOp(n).get_nodeattr("ram_style") == "distributed"]
+    assert len(moved) == 1 and moved[0].calc_wmem() <= LUTRAM_MAX_DEPTH
+    # hand-worked: PE x SIMD x W bits per word, one LUT per bit per 64 words
+    inst = moved[0]
+    width = inst.get_nodeattr("PE") * inst.get_nodeattr("SIMD") * inst.get_input_datatype(1).bitwidth()
+    assert lutram_weights(inst) == width * -(-inst.calc_wmem() // 64)
+
+
 def test_fold_refuses_when_nothing_fits(lowered):
     with pytest.raises(FlimccError, match="does not fit"):
         Pipeline.parse("batch-pixels,fold{headroom=0.001}").run(lowered.model, verify=False)

@@ -67,11 +67,13 @@ def _mvau(mw=16, mh=8, n=4, simd=4, pe=2, seed=0) -> ModelWrapper:
     return m.transform(MinimizeAccumulatorWidth())
 
 
-@pytest.mark.parametrize("gap,stall", [(0, 0), (30, 30)])
-def test_mvau_rtl_with_its_weight_memstream_is_bit_exact(tmp_path, gap, stall):
+@pytest.mark.parametrize("gap,stall,ram_style", [(0, 0, "auto"), (30, 30, "auto"), (20, 20, "distributed")])
+def test_mvau_rtl_with_its_weight_memstream_is_bit_exact(tmp_path, gap, stall, ram_style):
     """FINN's RTL matrix unit (behavioural model under Verilator) fed by its memstream, as
-    FINN's IPI connects them; add_multi.sv simulated from a patched copy."""
+    FINN's IPI connects them; add_multi.sv simulated from a patched copy. Weights in LUTRAM
+    (what fold picks for shallow weight memories when BRAM runs out) too."""
     m = _mvau()
+    getCustomOp(m.graph.node[0]).set_nodeattr("ram_style", ram_style)
     x = np.random.default_rng(2).integers(-128, 128, size=(4, 16)).astype(np.float32)
     y, res, inst = _run_node(m, x, tmp_path, gap_percent=gap, stall_percent=stall, seed=5)
     np.testing.assert_array_equal(y, flimcc.execute(m, {"x": x})["y"])

@@ -12,6 +12,8 @@ the hardware, flimcc replaces the figure and says so in the node's ``source``:
   is above the weight type's minimum. Confirmed by Yosys synthesis of FINN's generated RTL
   (``../shared/reference/rtl-tools.md``; ``benchmarks/bench_yosys_referee.py``). DSP58
   parts keep FINN's figure (its INT8 mode is a different core).
+* ``MVAU_rtl`` weights in LUTRAM (``ram_style`` distributed): one LUT per word bit per 64
+  words (``lutram_weights``); FINN's RTL MVU estimate has no LUTs at all.
 * ``Thresholding_rtl`` memories when the threshold tensor has one row (per-tensor scales:
   every channel thresholds alike). FINN's RTL generation then sets C = PE and stores one
   copy per PE lane (``prepare_codegen_rtl_values``, ``make_weight_file``); its estimator
@@ -81,6 +83,13 @@ def mvau_rtl_dsps(pe: int, simd: int, weight_bits: int, act_bits: int, narrow: b
     return math.ceil(pe / mvu_lanes(weight_bits, act_bits, narrow, block)) * dsp_simd
 
 
+def lutram_weights(inst) -> int:
+    """LUTs of a weight memory in LUTRAM: one LUT per word bit per 64 words (FINN's MVAU_rtl
+    counts none, its memory estimate is BRAM/URAM only)."""
+    width = inst.get_nodeattr("PE") * inst.get_nodeattr("SIMD") * inst.get_input_datatype(1).bitwidth()
+    return width * math.ceil(inst.calc_wmem() / 64)
+
+
 def narrow_weights(inst, weights) -> bool:
     """What FINN's MVAU_rtl.generate_hdl sets NARROW_WEIGHTS to."""
     if weights is None or inst.get_nodeattr("mem_mode") in ("dynamic", "external_mem"):
@@ -109,6 +118,9 @@ def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: 
     res = dict(inst.node_res_estimation(fpgapart))
     res["source"] = OWN if isinstance(inst, FlimccRTLOp) else FINN
     op = inst.onnx_node.op_type
+    if op == "MVAU_rtl" and inst.get_nodeattr("ram_style") == "distributed" and \
+            inst.get_nodeattr("mem_mode") == "internal_decoupled":
+        res["LUT"] = res.get("LUT", 0) + lutram_weights(inst)
     if op == "MVAU_rtl":
         block = dsp_block(fpgapart)
         if block in A_WIDTH:
@@ -116,6 +128,8 @@ def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: 
                                        inst.get_input_datatype(1).bitwidth(), inst.get_input_datatype(0).bitwidth(),
                                        narrow, block, bool(inst.get_nodeattr("pumpedCompute")))
             res["source"] = LANES
+        if inst.get_nodeattr("ram_style") == "distributed" and inst.get_nodeattr("mem_mode") == "internal_decoupled":
+            res["source"] += "; weights in LUTRAM counted (FINN counts none)"
     elif op == "Thresholding_rtl" and one_threshold_row:
         res.update(_as_generated_thresholds(inst, fpgapart))
         res["source"] = SHARED
