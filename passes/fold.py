@@ -199,26 +199,16 @@ def weights_out_of_bram(model: ModelWrapper, p: int, part: str, budget: dict, st
     for _, name, old, styles in sorted(candidates):
         for style in styles:
             trial = ModelWrapper(copy.deepcopy(model.model))
-            _set_op(trial, {name}, lambda node, style=style: _set_attr(node, "ram_style", style))
+            _set_op(trial, {name}, lambda node, style=style: getCustomOp(node).set_nodeattr("ram_style", style))
             if cost.fits(cost.total_resources(trial, part, p), budget):
-                _set_op(model, {name}, lambda node, style=style: _set_attr(node, "ram_style", style))
+                _set_op(model, {name}, lambda node, style=style: getCustomOp(node).set_nodeattr("ram_style", style))
                 moved[name] = old
                 break
         if moved and (step_fits is None or step_fits()):
             return True
     for name, old in moved.items():
-        _set_op(model, {name}, lambda node, old=old: _set_attr(node, "ram_style", old))
+        _set_op(model, {name}, lambda node, old=old: getCustomOp(node).set_nodeattr("ram_style", old))
     return False
-
-
-def _set_attr(node, name: str, value: str) -> None:
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            a.CopyFrom(onnx.helper.make_attribute(name, value))
-            return
-    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def tidy(model: ModelWrapper, p: int, part: str, budget: dict, clock: float) -> None:

@@ -227,7 +227,7 @@ class MVAULut_rtl(MVAU, FlimccRTLOp):
     def ff_estimation(self) -> int:
         pe, simd = self.get_nodeattr("PE"), self.get_nodeattr("SIMD")
         w = self._widths()
-        nf, sf = self._folds()
+        _, sf = self._folds()
         return (2 * sf * simd * w["a"]  # the vector slots (Yosys keeps shallow ones in flip-flops)
                 + simd * w["a"] + pe * simd * w["w"]  # issue stage: activations, ROM word
                 + pe * simd * w["prod"]  # products
