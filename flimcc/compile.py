@@ -10,6 +10,7 @@ succeeded, so a failed compile leaves nothing behind.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -235,7 +236,11 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     if size_fifos and summary["hdl"] and all(v.startswith("hdl/") for v in summary["hdl"].values()):
         from flimcc.rtlsim import rtlsim_build
 
-        rec = rtlsim_build(out, size_fifos=True)
+        try:
+            rec = rtlsim_build(out, size_fifos=True)
+        except TargetError:  # the sized FIFOs do not fit: no build rather than one that does not fit
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         written = json.loads((Path(out) / "summary.json").read_text())
         summary.update({k: written[k] for k in ("resources", "fits", "hdl", "fifo_depths", "rtlsim")})
         if not rec["bit_exact"]:

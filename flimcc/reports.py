@@ -112,7 +112,7 @@ def estimate_reports(model: ModelWrapper, fpgapart: str, clock_mhz: float) -> di
     for node, inst in loops:
         resources[node.name] = {**inst.node_res_estimation(fpgapart), "source": LOOP_SOURCE}
     resources = _in_graph_order(model, resources)
-    resources["total"] = aggregate_dict_keys({k: {r: v for r, v in res.items() if r != "source"}
+    resources["total"] = aggregate_dict_keys({k: {r: v for r, v in res.items() if not r.endswith("source")}
                                               for k, res in resources.items()})
 
     bodies = {}
@@ -120,6 +120,8 @@ def estimate_reports(model: ModelWrapper, fpgapart: str, clock_mhz: float) -> di
         body = inst.hardware_body()  # as built: width converters and stream FIFOs included
         body_cycles = _in_graph_order(body, dict(body.analysis(exp_cycles_per_layer)))
         body_resources = _in_graph_order(body, graph_estimates(body.graph, fpgapart))
+        body_resources[f"{node.name}_control"] = {**inst.control_res_estimation(body),
+                                                  "source": "flimcc: the loop's muxes and counters"}
         cycles.update(body_cycles)
         resources.update(body_resources)
         bodies[node.name] = {

@@ -98,6 +98,7 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     if size_fifos:
         for node, inst in loops:
             inst.set_fifo_depths(depths_all[node.name])
+        _check_sized_fits(build, model, part, summary)
     worst = max(runs, key=lambda r: r["cycles"])
     rec = {
         "build": str(build),
@@ -119,6 +120,22 @@ def rtlsim_build(build: str | Path, pixels: int | None = None, size_fifos: bool 
     rec["recorded"] = "rtlsim.json and summary.json's rtlsim entry" if not_recorded is None else \
         f"not recorded in the build: {not_recorded}"
     return rec
+
+
+def _check_sized_fits(build: Path, model, part: str, summary: dict) -> None:
+    """Refuse FIFO depths that take the design over its budget (the sizing run may deepen
+    FIFOs beyond what plan-memory left room for): the build stays as it was."""
+    from flimcc.errors import TargetError
+    from flimcc.hw import cost
+
+    used = cost.total_resources(model, part, summary["pixel_parallelism"], built=True)
+    budget = summary.get("budget", {})
+    over = [f"{k} {used[k]:,.0f} > {budget[k]:,.0f}" for k in cost.RESOURCES
+            if k in budget and used[k] > budget[k] + 1e-9]
+    if over:
+        raise TargetError(f"{build}: with the FIFO depths RTL simulation sized, the design does not fit "
+                          f"{summary.get('target', 'its target')} ({', '.join(over)}); the build is left as it was "
+                          "(FIFOs not sized): compile with a lower --headroom to leave room for the FIFOs")
 
 
 _TIMINGS = ("hdl_seconds", "build_seconds", "run_seconds")

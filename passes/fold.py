@@ -355,11 +355,49 @@ def _moves(inst, fpgapart: str, budget: dict, facts: dict) -> list[tuple[str, in
         gain = base - inst.get_exp_cycles()
         res = node_estimate(inst, fpgapart, **facts)
         inst.set_nodeattr(attr, cur)
+        # FFs are not priced (twice the LUTs on every part, they do not bind; `fits` checks them)
         price = sum(max(0.0, res.get(k, 0) - base_res.get(k, 0)) / budget[k]
-                    for k in cost.RESOURCES if budget.get(k))
+                    for k in cost.RESOURCES if budget.get(k) and k != "FF")
         if gain > 0:
             moves.append(((gain, -price), (attr, higher[0], gain)))
     return [move for _, move in sorted(moves, key=lambda m: m[0], reverse=True)]
+
+
+def _bottleneck(model: ModelWrapper, top: str, body_node: str | None):
+    """(loop op or None, its body or None, the node's op): the node `top`, or the node
+    `body_node` of loop `top`'s body."""
+    top_node = model.get_node_from_name(top)
+    if body_node is None:
+        return None, None, getCustomOp(top_node)
+    loop = getCustomOp(top_node)
+    body = loop.body()
+    return loop, body, getCustomOp(body.get_node_from_name(body_node))
+
+
+def _try_moves(model: ModelWrapper, loop, body, inst, moves, part: str, budget: dict, auto: bool, p: int,
+               keep: bool = True):
+    """Try the node's `moves` in order (each set on `inst`, its loop's `body` written back):
+    the first that keeps `model` within `budget` stays set when `keep`. Returns that move
+    (None if none fits) and the resources the failed ones ran out of."""
+    short = set()
+
+    def put(attr, value):
+        inst.set_nodeattr(attr, value)
+        if loop is not None:
+            loop.set_nodeattr("body", body.model.graph)
+
+    for move in moves:
+        attr, value = move[0], move[1]
+        old = inst.get_nodeattr(attr)
+        put(attr, value)
+        used = cost.total_resources(model, part, cost.auto_pixels(model) if auto else p)
+        fits = cost.fits(used, budget)
+        if not (fits and keep):
+            put(attr, old)
+        if fits:
+            return move, short
+        short |= {k for k in cost.RESOURCES if used[k] > budget[k] + 1e-9}
+    return None, short
 
 
 def _step_check(model: ModelWrapper, top: str, body_node: str | None, moves, part: str, budget: dict,
@@ -368,22 +406,8 @@ def _step_check(model: ModelWrapper, top: str, body_node: str | None, moves, par
     on a copy; the bottleneck is `top`, or its loop body's `body_node`)."""
     def fits() -> bool:
         trial = ModelWrapper(copy.deepcopy(model.model))
-        top_node = trial.get_node_from_name(top)
-        if body_node is None:
-            loop, body, inst = None, None, getCustomOp(top_node)
-        else:
-            loop = getCustomOp(top_node)
-            body = loop.body()
-            inst = getCustomOp(body.get_node_from_name(body_node))
-        for attr, value, _ in moves:
-            old = inst.get_nodeattr(attr)
-            inst.set_nodeattr(attr, value)
-            if loop is not None:
-                loop.set_nodeattr("body", body.model.graph)
-            if cost.fits(cost.total_resources(trial, part, cost.auto_pixels(trial) if auto else p), budget):
-                return True
-            inst.set_nodeattr(attr, old)
-        return False
+        loop, body, inst = _bottleneck(trial, top, body_node)
+        return _try_moves(trial, loop, body, inst, moves, part, budget, auto, p, keep=False)[0] is not None
 
     return fits
 
@@ -467,6 +491,7 @@ class Fold(Pass):
             if rtl:
                 _, _, (multipliers, depth), best = max(rtl)
         model, p, perf, used = best["model"], best["p"], best["perf"], best["used"]
+        cost.name_lut_units(model)
         if auto:
             from flimcc.passes.batch_pixels import set_pixels
 
@@ -514,33 +539,16 @@ class Fold(Pass):
                 stop = "fps reached"
                 break
             node = model.get_node_from_name(perf["max_cycles_node_name"])
-            if node.domain == "flimcc.hw":
-                loop = getCustomOp(node)
-                body = loop.body()
-                inst = getCustomOp(body.get_node_from_name(cost.loop_timing(node, loop).bottleneck))
-            else:
-                loop, body, inst = None, None, getCustomOp(node)
+            body_node = cost.loop_timing(node, getCustomOp(node)).bottleneck if node.domain == "flimcc.hw" else None
+            loop, body, inst = _bottleneck(model, node.name, body_node)
             candidates = _moves(inst, part, budget, graph_facts(inst.onnx_node, (body or model).graph))
             if not candidates:
                 break
-            short = set()  # the resources the bottleneck's steps run out of
-            for attr, value, _ in candidates:  # the best move that fits (a cheaper one may)
-                old = inst.get_nodeattr(attr)
-                inst.set_nodeattr(attr, value)
-                if loop is not None:
-                    loop.set_nodeattr("body", body.model.graph)
-                new_p = cost.auto_pixels(model) if auto else p
-                used = cost.total_resources(model, part, new_p)
-                if cost.fits(used, budget):
-                    break
-                short |= {k for k in cost.RESOURCES if used[k] > budget[k] + 1e-9}
-                inst.set_nodeattr(attr, old)
-                if loop is not None:
-                    loop.set_nodeattr("body", body.model.graph)
-            else:
+            # the best move that fits (a cheaper one may); short: what the others ran out of
+            move, short = _try_moves(model, loop, body, inst, candidates, part, budget, auto, p)
+            if move is None:
                 reliefs += 1
-                step = _step_check(model, node.name, inst.onnx_node.name if loop is not None else None,
-                                   candidates, part, budget, auto, p)
+                step = _step_check(model, node.name, body_node, candidates, part, budget, auto, p)
                 best = (inst.get_exp_cycles() - candidates[0][2])  # the bottleneck's cycles after its best step
                 if loop is not None:
                     goal = {node.name: best / body.get_tensor_shape(body.graph.input[0].name)[0]}
@@ -552,7 +560,7 @@ class Fold(Pass):
                     continue
                 stop = "budget"
                 break
-            p = new_p
+            p = cost.auto_pixels(model) if auto else p
             moves += 1
         tidy(model, p, part, budget, clock)
         p = cost.auto_pixels(model) if auto else p

@@ -4,7 +4,9 @@ elementwise datapath's LUTs, and the source of every figure in the build's repor
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 from qonnx.custom_op.registry import getCustomOp
 
@@ -161,3 +163,56 @@ def test_deep_fifos_are_bram_on_parts_without_uram():
         got = node_estimate(inst, part)
         assert got["URAM"] == 0 and got["source"] == NO_URAM
         assert got["BRAM_18K"] == _fifo_cost(4096, inst.get_instream_width_padded(), "block").bram > 0
+
+
+def test_flip_flop_formulas_hand_worked():
+    """FINN estimates no FFs; flimcc counts the registers of the RTL as generated."""
+    from flimcc.hw.estimate import dwc_ffs, fifo_ffs, mvau_rtl_ffs, thresholding_ffs
+
+    # the bare 8 x 8 MVU core at SIMD 8: (8 + 8 + 10) per product; Yosys gives 839 and 1,671
+    assert mvau_rtl_ffs(4, 8, 8, 8, 16, decoupled=False) == 4 * 8 * 26 == 832
+    assert mvau_rtl_ffs(8, 8, 8, 8, 16, decoupled=False) == 1664
+    # memstream beside it: two 4 x 8 x 8 = 256-bit weight words, 2 x clog2(16) + 8 counter bits
+    assert mvau_rtl_ffs(4, 8, 8, 8, 16, decoupled=True) == 832 + 512 + 8 + 8
+    # 255 thresholds (8 output bits) on a 16-bit input, PE 4: 8 stages x (16 + 8 + 2) + 8 per lane
+    assert thresholding_ffs(4, 16, 8) == 4 * (8 * 26 + 8) == 864
+    # FIFO 64 bits x 64 deep: the output register and two 8-bit occupancy counters, 4 flags
+    assert fifo_ffs(64, 64) == 64 + 2 * 8 + 4
+    # 8 -> 64 bits: both registers, beat counters over 9 values (4 bits) x 2, 4 flags
+    assert dwc_ffs(8, 64) == 8 + 64 + 8 + 4
+
+
+def test_flimcc_rtl_ops_count_their_skid_buffers():
+    """A flimcc RTL op's outputs are registered through a two-entry skid buffer (2 x width + 2
+    valid bits each) and its core keeps only counters: Yosys counted exactly these on the
+    8-bit student (IntElementwiseMul 32-bit out: 66; DuplicateStreams 3 x 16 bits: 105)."""
+    from onnx import helper
+
+    dup = helper.make_node("DuplicateStreams_rtl", ["x"], ["a", "b", "c"], domain="flimcc.hw", backend="fpgadataflow",
+                           NumChannels=4, PE=2, NumOutputStreams=3, inputDataType="INT8", numInputVectors=[1])
+    inst = getCustomOp(dup)
+    assert inst.get_outstream_width_padded(0) == 16
+    assert node_estimate(inst, PYNQ)["FF"] == 3 * (2 * 16 + 2) + 3 == 105
+
+
+def test_loop_control_is_counted_hand_worked(small_build):
+    """Each state of a loop has an input mux and in/out beat and vector counters
+    (flimcc.rtl.loop._state_switch): FFs 2 x (beat bits + vector bits), LUTs one per state bit
+    plus about three per counter bit. The small build: T = 6 steps, P = 2 pixels."""
+    import flimcc
+    from flimcc.rtl.stitch import stream_port
+
+    model = flimcc.load(small_build / "model.onnx")
+    for node, inst in loop_nodes(model):
+        body = inst.hardware_body()
+        assert inst.get_nodeattr("iterations") == 6 and inst.get_nodeattr("pixels") == 2
+        width, shape = stream_port(body, body.graph.input[0].name, producer=False)[:2]
+        beats = int(np.prod(shape[:-1])) // 2
+        bits = max(1, math.ceil(math.log2(max(beats, 2)))) + 4  # 12 vectors per frame: 4 bits
+        got = inst.control_res_estimation(body)
+        assert inst.get_nodeattr("num_state") == 1
+        assert got == {"FF": 2 * bits, "LUT": width + 6 * bits + 4}
+        # and the loop's resources include it (as built)
+        total = cost.loop_res(inst, PYNQ, built=True)
+        assert total["FF"] == pytest.approx(got["FF"] + sum(cost.node_res(n, PYNQ, body.graph)["FF"]
+                                                            for n in body.graph.node))

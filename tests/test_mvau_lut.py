@@ -5,6 +5,8 @@ figure within the stated band)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -105,3 +107,23 @@ def test_yosys_puts_the_products_in_luts_as_estimated(tmp_path, mw, mh, simd, pe
     print(mw, mh, simd, pe, "yosys", got["LUT"], got["FF"], "estimate", est, inst.ff_estimation())
     assert 0.75 <= got["LUT"] / est <= 1.25, (got, est)
     assert 0.9 <= got["FF"] / inst.ff_estimation() <= 1.1, (got, inst.ff_estimation())
+
+
+def test_units_moved_to_luts_are_named_for_what_they_are():
+    """fold moves an MVAU_rtl to LUTs in place (cost.to_lut_mvau); once the folding is final
+    it is renamed MVAULut_rtl_<k> (folding_config.json, reports and HDL modules use the name),
+    unless that name is taken; DSP units keep theirs."""
+    from flimcc.hw import cost
+
+    m = lut_mvau()
+    first = m.graph.node[0]
+    first.name = "MVAU_rtl_3"
+    second, third = copy.deepcopy(first), copy.deepcopy(first)
+    second.name, third.name = "MVAU_rtl_4", "MVAU_rtl_5"
+    cost.to_dsp_mvau(second)
+    third.op_type, third.name = "MVAULut_rtl", "MVAU_rtl_7"
+    taken = copy.deepcopy(third)
+    taken.name = "MVAULut_rtl_7"
+    m.graph.node.extend([second, third, taken])
+    assert cost.name_lut_units(m) == 1
+    assert [n.name for n in m.graph.node] == ["MVAULut_rtl_3", "MVAU_rtl_4", "MVAU_rtl_7", "MVAULut_rtl_7"]

@@ -47,7 +47,12 @@ def test_report_files_and_shape(hw_model, reports):
     body = [n.name for _, inst in loop_nodes(hw_model) for n in inst.hardware_body().graph.node]  # as built
     assert len(list(loop_nodes(hw_model))) == 2 and body
     assert set(reports["estimate_layer_cycles.json"]) == set(names) | set(body)
-    assert set(reports["estimate_layer_resources.json"]) == set(names) | set(body) | {"total"}
+    control = {f"{n.name}_control" for n, _ in loop_nodes(hw_model)}  # each loop's muxes and counters
+    assert set(reports["estimate_layer_resources.json"]) == set(names) | set(body) | control | {"total"}
+    # FINN estimates no flip-flops: every node has flimcc's figure and the rule behind it
+    resources = reports["estimate_layer_resources.json"]
+    assert all(resources[n]["FF"] > 0 for n in set(names) | set(body) | control)
+    assert all(resources[n]["FF_source"].startswith("flimcc") for n in set(body) | {n.name for n, _ in hw_nodes(hw_model)})
     assert set(reports["op_and_param_counts.json"]) == set(names) | {"total"}
     bodies = reports["estimate_loop_bodies.json"]
     assert sorted(n for b in bodies.values() for n in b["body_nodes"]) == sorted(body)
@@ -73,6 +78,7 @@ def test_finn_nodes_equal_finn_analyses(hw_model, reports):
         # resources: FINN's figure, or flimcc's where the RTL differs, saying so (flimcc.hw.estimate)
         ours = dict(reports["estimate_layer_resources.json"][name])
         source = ours.pop("source")
+        assert ours.pop("FF") > 0 and ours.pop("FF_source").startswith("flimcc: ")  # FINN estimates no FFs
         assert source == "finn" and ours == res[name] or source.startswith("flimcc: "), (name, source)
         assert reports["op_and_param_counts.json"][name] == counts[name]
     # the outer MVAUs are FINN's: MAC count MW * MH * prod(numInputVectors)
@@ -89,7 +95,7 @@ def test_loop_entries_equal_loop_methods(hw_model, reports):
         assert reports["estimate_layer_resources.json"][node.name] == {**inst.node_res_estimation(PART),
                                                                        "source": LOOP_SOURCE}
         assert reports["op_and_param_counts.json"][node.name] == inst.get_op_and_param_counts()
-    for file, keys in (("estimate_layer_resources.json", ("BRAM_18K", "LUT", "URAM", "DSP")),
+    for file, keys in (("estimate_layer_resources.json", ("BRAM_18K", "LUT", "FF", "URAM", "DSP")),
                        ("op_and_param_counts.json", None)):
         rep = reports[file]
         top = {n.name for n in hw_model.graph.node}  # body nodes are listed, counted once in their loop

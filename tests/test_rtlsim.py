@@ -131,3 +131,26 @@ def test_compile_sizes_the_fifos_by_default(small_build, tmp_path):
     s = json.loads(r.stdout)
     assert s["fifo_depths"].startswith("not sized by simulation (--no-size-fifos)") and "rtlsim" not in s
     assert not any(inst.fifo_depths() for _, inst in loop_nodes(flimcc.load(tmp_path / "d" / "model.onnx")))
+
+
+def test_sized_fifos_that_do_not_fit_are_refused(small_build, tmp_path, monkeypatch):
+    """Sizing can deepen FIFOs past what plan-memory left room for: `rtlsim --size-fifos`
+    then refuses (the build stays as it was) and `compile` writes no build (exit 2)."""
+    from flimcc.compile import compile_model
+    from flimcc.errors import TargetError
+    from flimcc.rtlsim import _check_sized_fits
+
+    summary = json.loads((small_build / "summary.json").read_text())
+    model = flimcc.load(small_build / "model.onnx")
+    _check_sized_fits(small_build, model, summary["fpga_part"], summary)  # as compiled: fits
+    tight = {**summary, "budget": {**summary["budget"], "LUT": 100.0}}
+    with pytest.raises(TargetError, match=r"does not fit pynq-z2 \(LUT [\d,]+ > 100\); the build is left as it was"):
+        _check_sized_fits(small_build, model, summary["fpga_part"], tight)
+
+    def too_big(build, size_fifos=False, **kw):
+        _check_sized_fits(build, model, summary["fpga_part"], tight)
+
+    monkeypatch.setattr("flimcc.rtlsim.rtlsim_build", too_big)
+    with pytest.raises(TargetError):
+        compile_model(small_build.parent / "small.onnx", "pynq-z2", tmp_path / "b", pixels="2", verify_samples=0)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.iterdir())

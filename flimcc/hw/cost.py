@@ -22,9 +22,9 @@ from qonnx.custom_op.registry import getCustomOp
 
 from flimcc.hw.estimate import graph_facts, node_estimate
 from flimcc.hw.fifos import insert_loop_fifos
-from flimcc.layout import FINN_HW_DOMAINS, for_each_graph, hw_nodes, loop_nodes
+from flimcc.layout import FINN_HW_DOMAINS, all_node_names, for_each_graph, hw_nodes, loop_nodes
 
-RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
 
 
 def _batch(model: ModelWrapper) -> int:
@@ -112,10 +112,17 @@ def loop_res(inst, fpgapart: str, built: bool = False) -> dict:
     """The loop's resources: its body nodes' estimates (`node_res`) summed, cached per node.
     `built`: the body as its RTL is built (`RecurrentLoop.hardware_body`: width converters
     and stream FIFOs included), equal to ``RecurrentLoop.node_res_estimation`` (tested), for
-    what a build reports; else the body alone, a few times faster, for the fold search
-    (the difference is small and does not depend much on the folding)."""
+    what a build reports, with the loop's own muxes and counters; else the body alone, a few
+    times faster, for the fold search (the difference is small and does not depend much on
+    the folding)."""
     totals = {k: 0.0 for k in RESOURCES}
-    body = inst.hardware_body().graph if built else inst.get_nodeattr("body")
+    if built:
+        hw_body = inst.hardware_body()
+        body = hw_body.graph
+        for k, v in inst.control_res_estimation(hw_body).items():
+            totals[k] += v
+    else:
+        body = inst.get_nodeattr("body")
     for n in body.node:
         if n.domain in FINN_HW_DOMAINS:
             res = node_res(n, fpgapart, body)
@@ -172,7 +179,7 @@ def fifo_cost(width: int, depth: int, fpgapart: str, ram_style: str = "auto") ->
     node = helper.make_node("StreamingFIFO_rtl", ["i"], ["o"], domain="finn.custom_op.fpgadataflow.rtl",
                             backend="fpgadataflow", depth=int(depth), folded_shape=[1, int(depth), 1],
                             normal_shape=[1, int(depth)], dataType=f"INT{int(width)}", ram_style=ram_style)
-    return getCustomOp(node).node_res_estimation(fpgapart)
+    return node_estimate(getCustomOp(node), fpgapart)
 
 
 def total_resources(model: ModelWrapper, fpgapart: str, p: int, buffer_style: str = "auto",
@@ -282,6 +289,29 @@ def lut_multipliers(model: ModelWrapper) -> int:
 
     for_each_graph(model, convert)
     return changed
+
+
+def name_lut_units(model: ModelWrapper) -> int:
+    """Matrix units moved to LUTs keep the name lower-finn gave them (``MVAU_rtl_4``), which
+    then misleads in folding_config.json, reports and HDL module names: each MVAULut_rtl
+    named ``MVAU_rtl_<k>`` becomes ``MVAULut_rtl_<k>`` (unless taken; names are unique
+    model-wide). Done once the folding is final (the search refers to nodes by name).
+    Returns the number renamed."""
+    names = set(all_node_names(model))
+    renamed = 0
+
+    def rename(graph_model):
+        nonlocal renamed
+        for node in graph_model.graph.node:
+            new = "MVAULut_rtl" + node.name[len("MVAU_rtl"):]
+            if node.op_type == "MVAULut_rtl" and node.name.startswith("MVAU_rtl") and new not in names:
+                names.discard(node.name)
+                names.add(new)
+                node.name = new
+                renamed += 1
+
+    for_each_graph(model, rename)
+    return renamed
 
 
 def planned_resources(model: ModelWrapper, fpgapart: str, p: int) -> dict[str, float]:

@@ -44,6 +44,9 @@ class DuplicateStreams_rtl(DuplicateStreams, FlimccRTLOp):
                 f"    else sent <= sent | {{{took}}};\n"
                 "  end\nendmodule\n")
 
+    def core_ffs(self) -> int:  # one "sent" bit per output
+        return self.get_num_output_streams()
+
     def lut_estimation(self, fpgapart=None):
         n = self.get_num_output_streams()
         return n + math.ceil(n / 6)

@@ -24,7 +24,7 @@ import numpy as np
 from finn.custom_op.fpgadataflow.elementwise_binary import ElementwiseAdd, ElementwiseMul, ElementwiseSub
 
 from flimcc.hw.estimate import elementwise_luts
-from flimcc.hw.rtl_op import FlimccRTLOp, mult_style_attr, product_attribute, product_dsps, stream_ports
+from flimcc.hw.rtl_op import FlimccRTLOp, counter_bits, mult_style_attr, product_attribute, product_dsps, stream_ports
 
 _SYMBOL = {"Add": "+", "Sub": "-", "Mul": "*"}
 
@@ -114,6 +114,9 @@ class _IntElementwise(FlimccRTLOp):
         table = sum(int(self.get_nodeattr("out_shape")[-1]) * (a, b)[k] for k in consts)
         return elementwise_luts(pe, (a, b), self.get_output_datatype().bitwidth(), self._operation[0] == "Mul",
                                 bool(self.dsp_estimation(fpgapart)), table)
+
+    def core_ffs(self) -> int:  # the channel fold counter
+        return counter_bits(int(self.get_nodeattr("out_shape")[-1]) // self.get_nodeattr("PE"))
 
     def dsp_estimation(self, fpgapart=None):
         a, b = (self.get_input_datatype(k).bitwidth() for k in (0, 1))

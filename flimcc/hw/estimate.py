@@ -29,6 +29,24 @@ the hardware, flimcc replaces the figure and says so in the node's ``source``:
 
 flimcc's own RTL ops (``IntElementwise*_rtl``, ``DuplicateStreams_rtl``, ...) carry their own
 estimates (``source`` says so); everything else is FINN's figure, ``source`` ``"finn"``.
+
+Flip-flops (``FF``): FINN estimates none, so every FF figure is flimcc's (`node_ffs`; the
+rule in ``FF_source``): the registers of the RTL as generated, counted from its structure:
+
+* ``MVAU_rtl`` (and ``MVAU_hls``, not refereed: HLS is not synthesised here): the MVU core, W + A + 10 per PE x SIMD product (operand and pipeline
+  registers beside the DSPs: Yosys gives 839 / 1,671 FFs for the bare 8 x 8 core at SIMD 8,
+  PE 4 / 8, ``../shared/reference/rtl-tools.md``; this gives 832 / 1,664), plus memstream's
+  two weight-word registers and address/credit counters;
+* ``Thresholding_rtl``: one pipeline register per stage and PE lane holding the value and
+  the partial result (stages = output bits), plus the output;
+* ``StreamingFIFO_rtl``: the output register and two occupancy counters (the queue itself
+  is SRL, LUTRAM or BRAM, which Vivado does not build of FFs);
+* ``StreamingDataWidthConverter_rtl``: an input- and an output-wide register plus counters;
+* flimcc's RTL ops: their ``ff_estimation`` (the skid buffers on every output, the core's
+  counters; `flimcc.hw.rtl_op`);
+* anything else (FINN's HLS ops): one register per input and output stream bit.
+
+``benchmarks/bench_yosys_referee.py`` compares each with Yosys.
 """
 
 from __future__ import annotations
@@ -107,6 +125,55 @@ def elementwise_luts(pe: int, in_bits: tuple[int, int], out_bits: int, multiply:
     return datapath + math.ceil(table_bits / 64)
 
 
+def _clog2(n: int) -> int:
+    return max(1, math.ceil(math.log2(max(int(n), 2))))
+
+
+def mvau_rtl_ffs(pe: int, simd: int, weight_bits: int, act_bits: int, wmem_depth: int, decoupled: bool) -> int:
+    """FFs of an MVAU_rtl: the MVU core (W + A + 10 per product) and, for weights streamed
+    from memstream beside it (internal_decoupled), two weight-word registers and counters."""
+    core = pe * simd * (weight_bits + act_bits + 10)
+    stream = 2 * pe * simd * weight_bits + 2 * _clog2(wmem_depth) + 8 if decoupled else 0
+    return core + stream
+
+
+def thresholding_ffs(pe: int, in_bits: int, out_bits: int) -> int:
+    """FFs of a Thresholding_rtl: per PE lane, `out_bits` pipeline stages each holding the
+    value, the partial result and the op code, then the output register."""
+    return pe * (out_bits * (in_bits + out_bits + 2) + out_bits)
+
+
+def fifo_ffs(width: int, depth: int) -> int:
+    """FFs of a StreamingFIFO_rtl (fifo.sv): the output register and two occupancy counters."""
+    return width + 2 * (_clog2(depth + 1) + 1) + 4
+
+
+def dwc_ffs(in_width: int, out_width: int) -> int:
+    """FFs of a StreamingDataWidthConverter_rtl: an input- and an output-wide register and
+    the beat counters."""
+    return in_width + out_width + 2 * _clog2(max(in_width, out_width) // max(min(in_width, out_width), 1) + 1) + 4
+
+
+def node_ffs(inst) -> tuple[int, str]:
+    """(FFs, the rule): see the module docstring."""
+    op = inst.onnx_node.op_type
+    if hasattr(inst, "ff_estimation"):
+        return int(inst.ff_estimation()), "flimcc: the op's own estimate (flimcc's RTL op)"
+    if op.startswith("MVAU"):
+        return mvau_rtl_ffs(inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD"), inst.get_input_datatype(1).bitwidth(),
+                            inst.get_input_datatype(0).bitwidth(), inst.calc_wmem(),
+                            inst.get_nodeattr("mem_mode") == "internal_decoupled"), "flimcc: MVU core + memstream"
+    if op == "Thresholding_rtl":
+        return thresholding_ffs(inst.get_nodeattr("PE"), inst.get_input_datatype(0).bitwidth(),
+                                inst.get_output_datatype().bitwidth()), "flimcc: threshold pipeline"
+    if op.startswith("StreamingFIFO"):
+        return fifo_ffs(inst.get_instream_width_padded(), inst.get_nodeattr("depth")), "flimcc: FIFO output + counters"
+    if op.startswith("StreamingDataWidthConverter"):
+        return dwc_ffs(inst.get_instream_width(), inst.get_outstream_width()), "flimcc: width converter registers"
+    outs = sum(inst.get_outstream_width(k) for k in range(len(inst.onnx_node.output)))
+    return inst.get_instream_width(0) + outs, "flimcc: one register per stream bit (interfaces)"
+
+
 def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: bool = False) -> dict:
     """The node's resources (FINN's keys, LUT/BRAM_18K/URAM/DSP) with ``source``: ``"finn"``
     or the flimcc rule that replaced a FINN figure (module docstring). The facts a node's
@@ -144,6 +211,7 @@ def node_estimate(inst, fpgapart: str, narrow: bool = False, one_threshold_row: 
         res["LUT"] = res.get("LUT", 0) + elementwise_luts(pe, ins, inst.get_output_datatype().bitwidth(), "Mul" in op,
                                       bool(res.get("DSP")))
         res["source"] = ELEMENTWISE
+    res["FF"], res["FF_source"] = node_ffs(inst)
     return res
 
 

@@ -278,16 +278,21 @@ class RecurrentLoop(HWCustomOp):
 
         return hardware_body(self.body(), self.onnx_node.name, self.get_nodeattr("num_state"), self.fifo_depths())
 
-    def body_res_estimation(self, fpgapart: str) -> dict:
-        """The estimate (`flimcc.hw.estimate`) of every node that is built: the hardware
-        body's, width converters and stream FIFOs included."""
-        from flimcc.hw.estimate import graph_estimates
+    def control_res_estimation(self, body: ModelWrapper | None = None) -> dict:
+        """LUTs and FFs of the loop's own muxes and counters (`flimcc.rtl.loop.control_res`)
+        around its hardware body (`body`, if already built)."""
+        from flimcc.rtl.loop import control_res
 
-        return graph_estimates(self.hardware_body().graph, fpgapart)
+        return control_res(body or self.hardware_body(), self.get_nodeattr("num_state"),
+                           self.get_nodeattr("iterations"), self.get_nodeattr("pixels"))
 
     def node_res_estimation(self, fpgapart):
-        per_node = self.body_res_estimation(fpgapart)
-        total = {k: 0 for k in ("BRAM_18K", "LUT", "URAM", "DSP")}
+        body = self.hardware_body()
+        from flimcc.hw.estimate import graph_estimates
+
+        per_node = {**graph_estimates(body.graph, fpgapart),
+                    f"{self.onnx_node.name}_control": self.control_res_estimation(body)}
+        total = {k: 0 for k in ("BRAM_18K", "LUT", "FF", "URAM", "DSP")}
         bram_bits = uram_bits = 0.0
         for res in per_node.values():
             for k in total:
@@ -298,6 +303,7 @@ class RecurrentLoop(HWCustomOp):
             "BRAM_18K": total["BRAM_18K"],
             "BRAM_efficiency": bram_bits / total["BRAM_18K"] if total["BRAM_18K"] else 1,
             "LUT": total["LUT"],
+            "FF": total["FF"],
             "URAM": total["URAM"],
             "URAM_efficiency": uram_bits / total["URAM"] if total["URAM"] else 1,
             "DSP": total["DSP"],

@@ -24,7 +24,7 @@ from finn.custom_op.fpgadataflow.requant import Requant
 from qonnx.custom_op.general.intquant import max_int, min_int
 
 from flimcc.errors import UnsupportedError
-from flimcc.hw.rtl_op import FlimccRTLOp, mult_style_attr, product_attribute, product_dsps, stream_ports
+from flimcc.hw.rtl_op import FlimccRTLOp, counter_bits, mult_style_attr, product_attribute, product_dsps, stream_ports
 
 MAX_SHIFT = 40
 
@@ -120,6 +120,9 @@ class IntRequant_rtl(Requant, FlimccRTLOp):
                 f"(x * S + B + 2^{k}/2) >>> {k}, PE {pe}\n"
                 f"module {self.onnx_node.name} (\n  input logic ap_clk, input logic ap_rst_n,\n"
                 + ",\n".join(ports) + "\n);\n" + "\n".join(lines) + "\nendmodule\n")
+
+    def core_ffs(self) -> int:  # the channel fold counter
+        return counter_bits(self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"))
 
     def lut_estimation(self, fpgapart=None):
         pe, ib = self.get_nodeattr("PE"), self.get_input_datatype(0).bitwidth()

@@ -49,6 +49,16 @@ class FlimccRTLOp(RTLBackend):
                    f"{self.onnx_node.name}")
         return cmd
 
+    def ff_estimation(self) -> int:
+        """Flip-flops: the skid buffer `registered_outputs` puts on every output (the data
+        register, the second entry, two valid bits) and the core's own registers."""
+        outs = sum(2 * self.get_outstream_width_padded(k) + 2 for k in range(len(self.onnx_node.output)))
+        return outs + self.core_ffs()
+
+    def core_ffs(self) -> int:
+        """Registers of the (otherwise combinational) core: its beat or fold counters."""
+        return 0
+
     def bram_estimation(self, fpgapart=None):
         return 0
 
@@ -79,6 +89,13 @@ def product_dsps(inst, a_bits: int, b_bits: int, lanes: int) -> int:
     if style == "lut":
         return 0
     return lanes if style == "dsp" or min(a_bits, b_bits) > 4 else 0
+
+
+def counter_bits(n: int) -> int:
+    """Bits of a counter over `n` values, as the ops declare it (at least one)."""
+    import math
+
+    return max(1, math.ceil(math.log2(max(n, 2))))
 
 
 def stream_ports(direction: str, port: str, width: int) -> str:

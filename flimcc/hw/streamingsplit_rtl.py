@@ -15,7 +15,7 @@ import math
 
 from finn.custom_op.fpgadataflow.split import StreamingSplit
 
-from flimcc.hw.rtl_op import FlimccRTLOp, stream_ports
+from flimcc.hw.rtl_op import FlimccRTLOp, counter_bits, stream_ports
 
 
 class StreamingSplit_rtl(StreamingSplit, FlimccRTLOp):
@@ -52,6 +52,9 @@ class StreamingSplit_rtl(StreamingSplit, FlimccRTLOp):
                 "    if (!ap_rst_n) beat <= '0;\n"
                 f"    else if (in0_V_TVALID && in0_V_TREADY) beat <= (beat == {cw}'d{total - 1}) ? '0 : beat + 1'b1;\n"
                 "  end\nendmodule\n")
+
+    def core_ffs(self) -> int:  # the beat counter
+        return counter_bits(sum(self._beats()))
 
     def lut_estimation(self, fpgapart=None):
         return max(1, math.ceil(math.log2(sum(self._beats())))) + len(self._beats())

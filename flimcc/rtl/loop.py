@@ -36,6 +36,22 @@ def _bits(n: int) -> int:
     return max(1, math.ceil(math.log2(max(n, 2))))
 
 
+def control_res(body: ModelWrapper, n_state: int, t_steps: int, p: int) -> dict:
+    """LUTs and FFs of the loop's own logic around its (hardware) `body`, per state
+    (`_state_switch`): two beat and two vector counters (in and out; their FFs), and in LUTs
+    the data mux (one per bit of the state stream), each counter's increment and wrap
+    compare (about three LUTs per counter bit) and a few for the handshakes."""
+    lut = ff = 0
+    b_in = [i.name for i in body.graph.input if body.get_initializer(i.name) is None]
+    for k in range(n_state):
+        width, shape = stream_port(body, b_in[k], producer=False)[:2]
+        beats = int(np.prod(shape[:-1])) // p
+        bits = _bits(beats) + _bits(t_steps * p)
+        ff += 2 * bits
+        lut += width + 3 * 2 * bits + 4
+    return {"LUT": lut, "FF": ff}
+
+
 def _state_switch(k: int, beats: int, vectors_first: int, vectors_frame: int, source: str | None,
                   final: str | None) -> list[str]:
     """SystemVerilog of state k's input mux and output demux (see the module docstring).

@@ -17,6 +17,7 @@ Run from benchmarks (``benchmarks/bench_yosys_referee.py``); nothing in a compil
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,20 @@ tee -q -o stat.json stat -json
 """
 
 
+#: what slang refuses in finn-rtllib, removed from the synthesis copies (`_for_slang`):
+#: `default_nettype inside a module (fifo.sv, vpc.sv: "directive is not allowed inside a
+#: design element"), and simulation checks ($error) in clocked code
+_SLANG_FIXES = ((re.compile(r"^[ \t]*`default_nettype[ \t]+\w+[ \t]*$", re.M), ""),
+                (re.compile(r"\$error\s*\([^;]*\);"), ";"))
+
+
+def _for_slang(path: Path) -> None:
+    text = path.read_text()
+    for pattern, repl in _SLANG_FIXES:
+        text = pattern.sub(repl, text)
+    path.write_text(text)
+
+
 class SynthesisError(FlimccError):
     """Yosys failed on a design (the message has its first error line)."""
 
@@ -55,11 +70,14 @@ def version() -> str:
 
 def synthesize(top: str, sources: Sequence[Path], workdir: Path, family: str = "xc7", dsp: bool = True) -> dict:
     """Synthesise `top` from `sources` (files in `workdir`, which also holds the memory
-    initialisation files they read) for a Xilinx `family`; `dsp=False` maps every product
+    initialisation files they read; those in `workdir` are edited for slang, `_SLANG_FIXES`) for a Xilinx `family`; `dsp=False` maps every product
     to LUTs (``-nodsp``: Yosys ignores the ``use_dsp = "no"`` that flimcc's LUT-multiplier
     RTL carries for Vivado, so a node built that way is synthesised without DSPs); return
     {"LUT", "FF", "BRAM_18K", "URAM", "DSP", "cells": {cell type: count}}."""
     workdir = Path(workdir)
+    for s in sources:  # the copies in workdir (generated there by flimcc), never the originals
+        if Path(s).resolve().parent == workdir.resolve():
+            _for_slang(Path(s))
     names = " ".join(Path(s).name for s in sources)
     (workdir / "synth.ys").write_text(_SCRIPT.format(files=names, top=top, family=family,
                                                       nodsp="" if dsp else " -nodsp"))
