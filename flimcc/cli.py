@@ -271,6 +271,52 @@ def rtlsim(build, pixels, size_fifos, gap_percent, stall_percent, seed, as_json)
     sys.exit(0 if rec["bit_exact"] else 1)
 
 
+@cli.command("run")
+@click.argument("source", type=click.Path())
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the maps (TIFF per map, maps.png, run.json).")
+@click.option("--gate-width", "gate_width", type=click.FloatRange(min=0, min_open=True),
+              help="The model's gate width in ns [its metadata, else 0.09].")
+@click.option("--bin-width", "bin_width", type=click.FloatRange(min=0, min_open=True),
+              help="The recording's bin width in ns, for files that do not say (npy, tiff, mat) [the gate width].")
+@click.option("--resample", is_flag=True, help="Interpolate bins that do not divide the gates (else refused).")
+@click.option("--background", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Subtract the mean of the first K gates (0: none).")
+@click.option("--min-photons", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Skip pixels with fewer photons in the window (NaN in the maps).")
+@click.option("--frame", type=click.IntRange(min=0), help="One frame of a PTU [all summed].")
+@click.option("--channel", type=click.IntRange(min=0), help="One channel of a PTU, or data block of an SDT [all summed].")
+@click.option("--batch", type=click.IntRange(min=1), default=4096, show_default=True, help="Pixels per decoding batch.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes decoding blocks in parallel.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
+def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, min_photons, frame, channel, batch,
+            workers, as_json) -> None:
+    """Decode the FLIM recording DATA with SOURCE (a build folder, run bit-exact, or a model)
+    into lifetime maps."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .run import Job, run_recording
+
+    job = Job(source=source, data=data, gate_width_ns=gate_width, bin_width_ns=bin_width, background=background,
+              min_photons=min_photons, resample=resample, frame=frame, channel=channel, batch=batch)
+    err = Console(stderr=True)
+    with Progress(TextColumn("decoding"), BarColumn(), TextColumn("{task.completed:,} pixels"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("decode", total=None)
+        rec = run_recording(job, out_dir, workers=workers,
+                            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        click.echo(json.dumps(rec, indent=2, sort_keys=True))
+    else:
+        out.print(f"{rec['data']}: {rec['read']}; {rec['rebinning']}")
+        out.print(f"{rec['pixels']:,} pixels ({' x '.join(map(str, rec['shape']))}) through {rec['source']} "
+                  f"({rec['source_kind']}): {rec['decoded']:,} decoded, {rec['skipped']:,} skipped")
+        out.print(f"{rec['seconds']:.1f} s, {rec['pixels_per_second']:,.0f} pixels/s")
+        out.print(f"maps: {out_dir}/{{{','.join(rec['maps'])}}}.tif, {out_dir}/maps.png, {out_dir}/run.json")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

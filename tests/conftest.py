@@ -89,6 +89,25 @@ def small_build(tmp_path_factory):
     return root / "build"
 
 
+@pytest.fixture(scope="session")
+def zoo_build(tmp_path_factory):
+    """`zoo_build(name)`: the shipped model `name` compiled for the PYNQ-Z2 (FIFOs not
+    sized, no verification: tests check what they need), once per session."""
+    from flimcc.compile import compile_model
+    from flimcc.models import zoo
+
+    built = {}
+
+    def get(name: str):
+        if name not in built:
+            out = tmp_path_factory.mktemp(f"zoo-{name}") / "build"
+            compile_model(zoo.path(name), "pynq-z2", out, verify_samples=0, size_fifos=False)
+            built[name] = out
+        return built[name]
+
+    return get
+
+
 def run_cli(*args, **kw):
     """Run the installed `flimcc` console script, as a user would (never the source tree)."""
     import shutil
