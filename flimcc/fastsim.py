@@ -14,7 +14,8 @@ The C computes what FINN's numpy models compute, in integers:
 - Thresholding: ActVal + #{k: x >= T[c, k]}: a table over the input's integer range
   (`LUT_MAX`) or a binary search over the thresholds rounded up (x is an integer, so
   x >= t exactly when x >= ceil(t));
-- ElementwiseAdd/Sub/Mul: the operation in int64 (FINN's model: int64, then float32);
+- ElementwiseAdd/Sub/Mul: the operation in int32 (FINN's model: int64, then float32; equal, as
+  every operand and result is an integer below 2^24 by its datatype);
 - DuplicateStreams, StreamingFIFO: the same vector; StreamingSplit: slices of it.
 
 Equal to the numpy models only while every value is an integer below 2^24 in magnitude
@@ -69,7 +70,8 @@ class _Program:
 
 def _ctype(values: np.ndarray) -> tuple[str, np.dtype]:
     lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
-    for ct, dt in (("int8_t", np.int8), ("int16_t", np.int16), ("int32_t", np.int32)):
+    for ct, dt in (("int8_t", np.int8), ("uint8_t", np.uint8), ("int16_t", np.int16), ("uint16_t", np.uint16),
+                   ("int32_t", np.int32)):
         info = np.iinfo(dt)
         if info.min <= lo and hi <= info.max:
             return ct, dt
@@ -149,16 +151,25 @@ def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
             max_x = max(abs(adt.min()), abs(adt.max()))
             if not sums_exact_in_float32(max_x, np.abs(w).sum(axis=0)):
                 raise UnsupportedError(f"node '{node.name}': FINN's float32 sums may round (max|x| * sum|W| >= 2^24)")
-            ct, dt = _ctype(w)
-            tw = prog.table(w.astype(dt), ct)
             x = prog.names[node.input[0]][0]
             out = fresh(node.output[0])
             acc = out if inst_n.get_nodeattr("noActivation") else f"{out}_acc"
             if acc != out:
                 code.append(f"    int32_t {acc}[{mh}];")
-            code += [f"    for (int j = 0; j < {mh}; j++) {acc}[j] = 0;",
-                     f"    for (int i = 0; i < {mw}; i++) {{ const int32_t xi = {x}[i]; const {ct}* w = {tw} + i * {mh};",
-                     f"      for (int j = 0; j < {mh}; j++) {acc}[j] += xi * (int32_t)w[j]; }}"]
+            if max_x <= 2 ** 15 - 1 and np.abs(w).max(initial=0) <= 2 ** 15 - 1:
+                # int16 operands, one dot product per output over a transposed row: the
+                # compiler makes it multiply-adds of 16-bit pairs (x86 pmaddwd)
+                tw = prog.table(np.ascontiguousarray(w.T).astype(np.int16), "int16_t")
+                code += [f"    int16_t {out}_x[{mw}]; for (int i = 0; i < {mw}; i++) {out}_x[i] = (int16_t){x}[i];",
+                         f"    for (int j = 0; j < {mh}; j++) {{ const int16_t* w = {tw} + j * {mw}; int32_t s = 0;",
+                         f"      for (int i = 0; i < {mw}; i++) s += (int32_t){out}_x[i] * (int32_t)w[i];",
+                         f"      {acc}[j] = s; }}"]
+            else:
+                ct, dt = _ctype(w)
+                tw = prog.table(w.astype(dt), ct)
+                code += [f"    for (int j = 0; j < {mh}; j++) {acc}[j] = 0;",
+                         f"    for (int i = 0; i < {mw}; i++) {{ const int32_t xi = {x}[i]; const {ct}* w = {tw} + i * {mh};",
+                         f"      for (int j = 0; j < {mh}; j++) {acc}[j] += xi * (int32_t)w[j]; }}"]
             if acc != out:
                 thr = body.get_initializer(node.input[2])
                 odt = inst_n.get_nodeattr("outputDataType")
@@ -186,18 +197,19 @@ def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
                     src, w_in = prog.names[name]
                     if w_in not in (1, c):
                         raise UnsupportedError(f"node '{node.name}': input {k} of {w_in} channels for {c}")
-                    operands.append(f"(int64_t){src}[{'j' if w_in == c else '0'}]")
+                    operands.append(f"{src}[{'j' if w_in == c else '0'}]")
                 else:
                     vals = _integers(const, f"node '{node.name}' constant").reshape(-1)
                     if vals.size not in (1, c):
                         raise UnsupportedError(f"node '{node.name}': constant of {vals.size} values for {c} channels")
                     if np.all(vals == vals[0]):
-                        operands.append(f"(int64_t){int(vals[0])}")
+                        operands.append(f"({int(vals[0])})")
                     else:
                         ct, dt = _ctype(vals)
-                        operands.append(f"(int64_t){prog.table(vals.astype(dt), ct)}[j]")
+                        operands.append(f"(int32_t){prog.table(vals.astype(dt), ct)}[j]")
             out = fresh(node.output[0])
-            code.append(f"    for (int j = 0; j < {c}; j++) {out}[j] = (int32_t)({operands[0]} {sym} {operands[1]});")
+            # int32 is exact: operands and result are integers below 2^24 (their datatypes)
+            code.append(f"    for (int j = 0; j < {c}; j++) {out}[j] = {operands[0]} {sym} {operands[1]};")
         else:
             raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
     iface = {"n_state": n_state, "in_widths": [width[n] for n in b_in], "out_widths": [width[n] for n in b_out],
@@ -219,8 +231,9 @@ def _thresholds(prog: _Program, code: list, node, thr, x: str, out: str, c: int,
     t = np.clip(np.ceil(t), -2 * EXACT, 2 * EXACT).astype(np.int64)  # integer x >= t iff x >= ceil(t)
     t = np.sort(t, axis=1)
     rows, steps = t.shape
-    lo = min(int(in_dt.min()), int(t.min())) - 1
-    hi = max(int(in_dt.max()), int(t.max()))
+    # below every threshold the count is 0, from the highest on it is `steps`: a table over
+    # [min - 1, max] with the input clamped into it is exact for any input
+    lo, hi = int(t.min()) - 1, int(t.max())
     span = hi - lo + 1
     row = "j" if rows > 1 else "0"
     if span * rows <= LUT_MAX:
