@@ -288,11 +288,12 @@ def rtlsim(build, pixels, size_fifos, gap_percent, stall_percent, seed, as_json)
 @click.option("--frame", type=click.IntRange(min=0), help="One frame of a PTU [all summed].")
 @click.option("--channel", type=click.IntRange(min=0), help="One channel of a PTU, or data block of an SDT [all summed].")
 @click.option("--batch", type=click.IntRange(min=1), default=4096, show_default=True, help="Pixels per decoding batch.")
+@click.option("--curves", is_flag=True, help="Also write the decoded curves (curves.npy, 1.6 kB per pixel).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes decoding blocks in parallel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON.")
 def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, min_photons, frame, channel, batch,
-            workers, as_json) -> None:
+            curves, workers, as_json) -> None:
     """Decode the FLIM recording DATA with SOURCE (a build folder, run bit-exact, or a model)
     into lifetime maps."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -300,7 +301,7 @@ def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, 
     from .run import Job, run_recording
 
     job = Job(source=source, data=data, gate_width_ns=gate_width, bin_width_ns=bin_width, background=background,
-              min_photons=min_photons, resample=resample, frame=frame, channel=channel, batch=batch)
+              min_photons=min_photons, resample=resample, frame=frame, channel=channel, batch=batch, curves=curves)
     err = Console(stderr=True)
     with Progress(TextColumn("decoding"), BarColumn(), TextColumn("{task.completed:,} pixels"),
                   TimeRemainingColumn(), console=err, transient=True, disable=as_json) as bar:

@@ -15,6 +15,7 @@ same function) can spread a large recording without flimcc scheduling anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ class Job:
     frame: int | None = None
     channel: int | None = None
     batch: int = 4096
+    curves: bool = False  # also the decoded curves (pixels, gates, 3): 1.6 kB per pixel
 
 
 class Source:
@@ -135,6 +137,12 @@ def prepare(job: Job):
                                                               "bin_width_ns": rec.bin_width_ns}
 
 
+@functools.lru_cache(maxsize=1)
+def _prepared(job: Job):
+    """`prepare` once per process and job (a worker decodes many blocks of one recording)."""
+    return prepare(job)
+
+
 def decode_block(job: Job, start: int, stop: int, counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The maps of pixels [start, stop) of the job's recording (flattened in C order):
     {"tau1", "tau2", "frac", "tau_mean", "photons"} float32, NaN where a pixel has fewer
@@ -145,18 +153,22 @@ def decode_block(job: Job, start: int, stop: int, counts: np.ndarray | None = No
 
     src = _source(job.source)
     if counts is None:
-        counts = prepare(job)[0]
+        counts = _prepared(job)[0]
     block = counts[start:stop]
     photons = block.sum(axis=-1)
     x = preprocess(block, job.background)
     keep = (photons >= job.min_photons) & (x.max(axis=-1) > 0)
     out = {k: np.full(len(block), np.nan, np.float32) for k in MAPS}
     out["photons"] = photons.astype(np.float32)
+    if job.curves:
+        out["curves"] = np.full((len(block), src.gates, 3), np.nan, np.float32)
     idx = np.flatnonzero(keep)
     gate = job.gate_width_ns or src.gate_width_ns
     for lo in range(0, len(idx), job.batch):
         sel = idx[lo:lo + job.batch]
         y = src.decode(x[sel][..., None])
+        if job.curves:
+            out["curves"][sel] = y
         lt = extract_lifetimes(y, dt=gate)
         out["tau1"][sel], out["tau2"][sel], out["frac"][sel] = lt[:, 0], lt[:, 1], lt[:, 2]
         out["tau_mean"][sel] = lt[:, 2] * lt[:, 0] + (1 - lt[:, 2]) * lt[:, 1]
@@ -176,12 +188,15 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
     step = max(job.batch, src.multiple)
     blocks = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
     maps = {k: np.empty(n, np.float32) for k in MAPS}
+    curves = np.empty((n, src.gates, 3), np.float32) if job.curves else None
     done = 0
 
     def put(lo, hi, part):
         nonlocal done
         for k in MAPS:
             maps[k][lo:hi] = part[k]
+        if curves is not None:
+            curves[lo:hi] = part["curves"]
         done += hi - lo
         if progress is not None:
             progress(done, n)
@@ -206,12 +221,15 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
         "background_gates": job.background, "workers": workers,
         "seconds": round(seconds, 3), "pixels_per_second": round(n / seconds, 1) if seconds > 0 else None,
         "maps": {k: f"{k}.tif" for k in MAPS}, "figure": "maps.png",
+        "curves": "curves.npy: (*shape, gates, 3) [full, short, long], NaN where skipped" if job.curves else None,
         "tau_mean": "frac * tau1 + (1 - frac) * tau2 (amplitude-weighted)",
     }
     image = {k: v.reshape(shape) for k, v in maps.items()}
 
     def write(tmp: Path) -> None:
         _write_tiffs(tmp, image, record)
+        if curves is not None:
+            np.save(tmp / "curves.npy", curves.reshape(*shape, src.gates, 3))
         _write_figure(tmp / "maps.png", image, record)
         (tmp / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k not in ("seconds",
                                                                                             "pixels_per_second")},

@@ -47,7 +47,7 @@ def test_run_compiled_design_on_ptu_and_npy(zoo_build, image, tmp_path):
     assert rec["shape"] == [H, W] and rec["pixels"] == H * W and rec["skipped"] == 0
     assert rec["rebinning"].startswith("3 bin(s) of 0.03 ns summed") and "bit-exact" in rec["source_kind"]
     assert rec["pixels_per_second"] > 0 and rec["read"].startswith("PicoQuant PTU")
-    r = run_cli("run", build, root / "img.npy", "-o", tmp_path / "npy", "--background", "5")
+    r = run_cli("run", build, root / "img.npy", "-o", tmp_path / "npy", "--background", "5", "--curves")
     assert r.returncode == 0, r.stderr
     assert "pixels/s" in r.stdout and "maps.png" in r.stdout
     a, b = _maps(tmp_path / "ptu"), _maps(tmp_path / "npy")
@@ -56,6 +56,12 @@ def test_run_compiled_design_on_ptu_and_npy(zoo_build, image, tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
     assert np.corrcoef(a["tau_mean"].ravel(), truth.ravel())[0, 1] > 0.95
     assert (tmp_path / "ptu" / "maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "ptu" / "curves.npy").exists()  # only if asked
+    curves = np.load(tmp_path / "npy" / "curves.npy")
+    assert curves.shape == (H, W, 135, 3) and curves.dtype == np.float32
+    from flimcc.models.lifetimes import extract_lifetimes
+
+    np.testing.assert_allclose(extract_lifetimes(curves)[..., 0], a["tau1"], rtol=1e-5, atol=1e-6)
     written = json.loads((tmp_path / "ptu" / "run.json").read_text())
     assert written["maps"]["tau_mean"] == "tau_mean.tif" and "seconds" not in written  # deterministic file
     import tifffile
