@@ -1,11 +1,13 @@
-"""A fast bit-exact simulator of a compiled design: its recurrent loops as generated C.
+"""A fast bit-exact simulator of a compiled design: its hardware as generated C.
 
 flimcc's executor (`flimcc.execute`) runs a loop body node by node, each node FINN's numpy
-model over the whole batch, once per time step: exact, and ~1,000 pixels/s on a compiled
-Seq2SeqLite (every step is ~20 small numpy calls with their temporaries). Here each
-RecurrentLoop's body becomes straight-line C over one pixel's integer vectors, the T steps
-inside, pixels spread over the cores (OpenMP); the nodes outside the loops (run once per
-batch, not per step) stay on flimcc's executor.
+model over the whole batch, once per time step: exact, and ~1,000-2,000 pixels/s on a
+compiled Seq2SeqLite (every step is ~20 small numpy calls with their temporaries). Here the
+design's hardware region (every FINN node and loop between the software edges,
+`region_program`) becomes straight-line C over one pixel's integer arrays, each loop's body
+nested in its T steps, pixels spread over the cores (OpenMP); the software edges (input
+quantizer, layout changes, output scale) stay on flimcc's executor. Where the region is not
+covered, each loop alone (`loop_program`), the rest on the executor.
 
 The C computes what FINN's numpy models compute, in integers:
 
@@ -90,6 +92,102 @@ def _integers(arr: np.ndarray, what: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
+def _emit_node(prog: _Program, code: list, node, gm: ModelWrapper, width: dict, fresh, uid: str) -> None:
+    """Append the C of one node (per pixel, one step) to `code`: its inputs are the C
+    expressions `prog.names` holds, its output arrays come from `fresh(name)` (which
+    declares them or points into a sequence); `uid` names its temporaries."""
+    op = node.op_type.split("_")[0] if node.op_type.endswith(("_hls", "_rtl")) else node.op_type
+    if op not in _KERNELS:
+        raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
+    inst_n = getCustomOp(node)
+    if op in ("DuplicateStreams", "StreamingFIFO"):
+        for o in node.output:
+            prog.names[o] = (prog.names[node.input[0]][0], width[o])
+    elif op == "StreamingSplit":
+        src, off = prog.names[node.input[0]][0], 0
+        for o in node.output:
+            prog.names[o] = (f"({src} + {off})", width[o])
+            off += width[o]
+        if off != width[node.input[0]]:
+            raise UnsupportedError(f"node '{node.name}': split widths {off} != {width[node.input[0]]}")
+    elif op in ("MVAU", "MVAULut"):
+        if inst_n.get_nodeattr("binaryXnorMode") or "BIPOLAR" in (inst_n.get_nodeattr("inputDataType"),
+                                                                inst_n.get_nodeattr("weightDataType")):
+            raise UnsupportedError(f"node '{node.name}': binary MVAU")
+        w = gm.get_initializer(node.input[1])
+        if w is None:
+            raise UnsupportedError(f"node '{node.name}': weights are not constant")
+        w = _integers(w, f"node '{node.name}' weights")
+        mw, mh = w.shape
+        # FINN's model sums in float32 (BLAS, any order): exact while every partial sum
+        # is below 2^24, which |x| <= max|x| guarantees when max|x| * sum_i |W[i, j]| is
+        adt = inst_n.get_input_datatype(0)
+        max_x = max(abs(adt.min()), abs(adt.max()))
+        if not sums_exact_in_float32(max_x, np.abs(w).sum(axis=0)):
+            raise UnsupportedError(f"node '{node.name}': FINN's float32 sums may round (max|x| * sum|W| >= 2^24)")
+        x = prog.names[node.input[0]][0]
+        out = fresh(node.output[0])
+        acc = out if inst_n.get_nodeattr("noActivation") else f"{uid}_acc"
+        if acc != out:
+            code.append(f"    int32_t {acc}[{mh}];")
+        if max_x <= 2 ** 15 - 1 and np.abs(w).max(initial=0) <= 2 ** 15 - 1:
+            # int16 operands, one dot product per output over a transposed row: the
+            # compiler makes it multiply-adds of 16-bit pairs (x86 pmaddwd)
+            tw = prog.table(np.ascontiguousarray(w.T).astype(np.int16), "int16_t")
+            code += [f"    int16_t {uid}_x[{mw}]; for (int i = 0; i < {mw}; i++) {uid}_x[i] = (int16_t){x}[i];",
+                     f"    for (int j = 0; j < {mh}; j++) {{ const int16_t* w = {tw} + j * {mw}; int32_t s = 0;",
+                     f"      for (int i = 0; i < {mw}; i++) s += (int32_t){uid}_x[i] * (int32_t)w[i];",
+                     f"      {acc}[j] = s; }}"]
+        else:
+            ct, dt = _ctype(w)
+            tw = prog.table(w.astype(dt), ct)
+            code += [f"    for (int j = 0; j < {mh}; j++) {acc}[j] = 0;",
+                     f"    for (int i = 0; i < {mw}; i++) {{ const int32_t xi = {x}[i]; const {ct}* w = {tw} + i * {mh};",
+                     f"      for (int j = 0; j < {mh}; j++) {acc}[j] += xi * (int32_t)w[j]; }}"]
+        if acc != out:
+            thr = gm.get_initializer(node.input[2])
+            odt = inst_n.get_nodeattr("outputDataType")
+            scale, bias = (2, -1) if odt == "BIPOLAR" else (1, int(inst_n.get_nodeattr("ActVal")))
+            _thresholds(prog, code, node, thr, acc, out, mh, scale, bias,
+                        gm.get_tensor_datatype(node.output[0]))
+    elif op == "Thresholding":
+        thr = gm.get_initializer(node.input[1])
+        if thr is None:
+            raise UnsupportedError(f"node '{node.name}': thresholds are not constant")
+        odt = inst_n.get_nodeattr("outputDataType")
+        scale, bias = (2, -1) if odt == "BIPOLAR" else (1, int(inst_n.get_nodeattr("ActVal")))
+        x = prog.names[node.input[0]][0]
+        out = fresh(node.output[0])
+        _thresholds(prog, code, node, thr, x, out, width[node.output[0]], scale, bias,
+                    inst_n.get_input_datatype(0))
+    elif op in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "IntElementwiseAdd", "IntElementwiseSub",
+                "IntElementwiseMul"):
+        sym = {"Add": "+", "Sub": "-", "Mul": "*"}[op[-3:]]
+        c = width[node.output[0]]
+        operands = []
+        for k, name in enumerate(node.input[:2]):
+            const = gm.get_initializer(name)
+            if const is None:
+                src, w_in = prog.names[name]
+                if w_in not in (1, c):
+                    raise UnsupportedError(f"node '{node.name}': input {k} of {w_in} channels for {c}")
+                operands.append(f"{src}[{'j' if w_in == c else '0'}]")
+            else:
+                vals = _integers(const, f"node '{node.name}' constant").reshape(-1)
+                if vals.size not in (1, c):
+                    raise UnsupportedError(f"node '{node.name}': constant of {vals.size} values for {c} channels")
+                if np.all(vals == vals[0]):
+                    operands.append(f"({int(vals[0])})")
+                else:
+                    ct, dt = _ctype(vals)
+                    operands.append(f"(int32_t){prog.table(vals.astype(dt), ct)}[j]")
+        out = fresh(node.output[0])
+        # int32 is exact: operands and result are integers below 2^24 (their datatypes)
+        code.append(f"    for (int j = 0; j < {c}; j++) {out}[j] = {operands[0]} {sym} {operands[1]};")
+    else:
+        raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
+
+
 def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
     """C source of RecurrentLoop `inst`'s body (function ``loop_run``), the arrays it reads,
     and its interface. Raises UnsupportedError for what it does not cover (module docstring)."""
@@ -121,97 +219,8 @@ def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
         return c
 
     code = []
-    for node in g.node:
-        op = node.op_type.split("_")[0] if node.op_type.endswith(("_hls", "_rtl")) else node.op_type
-        if op not in _KERNELS:
-            raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
-        inst_n = getCustomOp(node)
-        if op in ("DuplicateStreams", "StreamingFIFO"):
-            for o in node.output:
-                prog.names[o] = (prog.names[node.input[0]][0], width[o])
-        elif op == "StreamingSplit":
-            src, off = prog.names[node.input[0]][0], 0
-            for o in node.output:
-                prog.names[o] = (f"({src} + {off})", width[o])
-                off += width[o]
-            if off != width[node.input[0]]:
-                raise UnsupportedError(f"node '{node.name}': split widths {off} != {width[node.input[0]]}")
-        elif op in ("MVAU", "MVAULut"):
-            if inst_n.get_nodeattr("binaryXnorMode") or "BIPOLAR" in (inst_n.get_nodeattr("inputDataType"),
-                                                                    inst_n.get_nodeattr("weightDataType")):
-                raise UnsupportedError(f"node '{node.name}': binary MVAU")
-            w = body.get_initializer(node.input[1])
-            if w is None:
-                raise UnsupportedError(f"node '{node.name}': weights are not constant")
-            w = _integers(w, f"node '{node.name}' weights")
-            mw, mh = w.shape
-            # FINN's model sums in float32 (BLAS, any order): exact while every partial sum
-            # is below 2^24, which |x| <= max|x| guarantees when max|x| * sum_i |W[i, j]| is
-            adt = inst_n.get_input_datatype(0)
-            max_x = max(abs(adt.min()), abs(adt.max()))
-            if not sums_exact_in_float32(max_x, np.abs(w).sum(axis=0)):
-                raise UnsupportedError(f"node '{node.name}': FINN's float32 sums may round (max|x| * sum|W| >= 2^24)")
-            x = prog.names[node.input[0]][0]
-            out = fresh(node.output[0])
-            acc = out if inst_n.get_nodeattr("noActivation") else f"{out}_acc"
-            if acc != out:
-                code.append(f"    int32_t {acc}[{mh}];")
-            if max_x <= 2 ** 15 - 1 and np.abs(w).max(initial=0) <= 2 ** 15 - 1:
-                # int16 operands, one dot product per output over a transposed row: the
-                # compiler makes it multiply-adds of 16-bit pairs (x86 pmaddwd)
-                tw = prog.table(np.ascontiguousarray(w.T).astype(np.int16), "int16_t")
-                code += [f"    int16_t {out}_x[{mw}]; for (int i = 0; i < {mw}; i++) {out}_x[i] = (int16_t){x}[i];",
-                         f"    for (int j = 0; j < {mh}; j++) {{ const int16_t* w = {tw} + j * {mw}; int32_t s = 0;",
-                         f"      for (int i = 0; i < {mw}; i++) s += (int32_t){out}_x[i] * (int32_t)w[i];",
-                         f"      {acc}[j] = s; }}"]
-            else:
-                ct, dt = _ctype(w)
-                tw = prog.table(w.astype(dt), ct)
-                code += [f"    for (int j = 0; j < {mh}; j++) {acc}[j] = 0;",
-                         f"    for (int i = 0; i < {mw}; i++) {{ const int32_t xi = {x}[i]; const {ct}* w = {tw} + i * {mh};",
-                         f"      for (int j = 0; j < {mh}; j++) {acc}[j] += xi * (int32_t)w[j]; }}"]
-            if acc != out:
-                thr = body.get_initializer(node.input[2])
-                odt = inst_n.get_nodeattr("outputDataType")
-                scale, bias = (2, -1) if odt == "BIPOLAR" else (1, int(inst_n.get_nodeattr("ActVal")))
-                _thresholds(prog, code, node, thr, acc, out, mh, scale, bias,
-                            body.get_tensor_datatype(node.output[0]))
-        elif op == "Thresholding":
-            thr = body.get_initializer(node.input[1])
-            if thr is None:
-                raise UnsupportedError(f"node '{node.name}': thresholds are not constant")
-            odt = inst_n.get_nodeattr("outputDataType")
-            scale, bias = (2, -1) if odt == "BIPOLAR" else (1, int(inst_n.get_nodeattr("ActVal")))
-            x = prog.names[node.input[0]][0]
-            out = fresh(node.output[0])
-            _thresholds(prog, code, node, thr, x, out, width[node.output[0]], scale, bias,
-                        inst_n.get_input_datatype(0))
-        elif op in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "IntElementwiseAdd", "IntElementwiseSub",
-                    "IntElementwiseMul"):
-            sym = {"Add": "+", "Sub": "-", "Mul": "*"}[op[-3:]]
-            c = width[node.output[0]]
-            operands = []
-            for k, name in enumerate(node.input[:2]):
-                const = body.get_initializer(name)
-                if const is None:
-                    src, w_in = prog.names[name]
-                    if w_in not in (1, c):
-                        raise UnsupportedError(f"node '{node.name}': input {k} of {w_in} channels for {c}")
-                    operands.append(f"{src}[{'j' if w_in == c else '0'}]")
-                else:
-                    vals = _integers(const, f"node '{node.name}' constant").reshape(-1)
-                    if vals.size not in (1, c):
-                        raise UnsupportedError(f"node '{node.name}': constant of {vals.size} values for {c} channels")
-                    if np.all(vals == vals[0]):
-                        operands.append(f"({int(vals[0])})")
-                    else:
-                        ct, dt = _ctype(vals)
-                        operands.append(f"(int32_t){prog.table(vals.astype(dt), ct)}[j]")
-            out = fresh(node.output[0])
-            # int32 is exact: operands and result are integers below 2^24 (their datatypes)
-            code.append(f"    for (int j = 0; j < {c}; j++) {out}[j] = {operands[0]} {sym} {operands[1]};")
-        else:
-            raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
+    for k, node in enumerate(g.node):
+        _emit_node(prog, code, node, body, width, fresh, f"b{k}")
     iface = {"n_state": n_state, "in_widths": [width[n] for n in b_in], "out_widths": [width[n] for n in b_out],
              "b_in": b_in, "b_out": b_out}
     return _source(prog, decl, code, b_in, b_out, n_state, width), prog.tables, iface
@@ -356,16 +365,234 @@ class FastLoop:
             context[name] = value
 
 
-class FastModel:
-    """A compiled design run bit-exact: loops as C (`FastLoop`), the rest on flimcc's
-    executor. `why_slow` lists the loops left on the executor and why."""
+def region_program(model: ModelWrapper) -> tuple[str, list[np.ndarray], dict]:
+    """C of the design's hardware region, per pixel: every node from the first FINN or loop
+    node to the last (the software edges before and after stay on the executor). A
+    sequence tensor (1, T, N, C) is a pixel's T x C array, a state (N, C) its C vector;
+    the nodes between the loops run at every step (`for t`), each loop's body nested in its
+    own step loop. Keeps every intermediate of a pixel in the core's cache, where the
+    per-loop programs (`loop_program`) leave sequences of the whole batch in memory
+    between numpy calls. Returns (source of ``region_run``, tables, interface)."""
+    from flimcc.layout import FINN_HW_DOMAINS, LOOP_DOMAIN
+
+    nodes = list(model.graph.node)
+    is_loop = [n.domain == LOOP_DOMAIN and n.op_type == "RecurrentLoop" for n in nodes]
+    hw = [i for i, n in enumerate(nodes) if n.domain in FINN_HW_DOMAINS or is_loop[i]]
+    if not hw:
+        raise UnsupportedError("no hardware nodes")
+    first, last = hw[0], hw[-1]
+    if len(hw) != last - first + 1:
+        raise UnsupportedError("a software node between the hardware nodes")
+    region = nodes[first:last + 1]
+    inits = {t.name for t in model.graph.initializer}
+    produced = {o for n in region for o in n.output}
+    ins = list(dict.fromkeys(t for n in region for t in n.input if t and t not in produced and t not in inits))
+    outside = {t for n in nodes[:first] + nodes[last + 1:] for t in n.input} | {o.name for o in model.graph.output}
+    outs = [t for n in region for t in n.output if t in outside]
+    layout, steps, batch = {}, None, None
+    for name in ins + [t for n in region for t in n.output]:
+        shape = model.get_tensor_shape(name)
+        if shape and len(shape) == 4 and shape[0] == 1:
+            layout[name] = ("seq", int(shape[3]))
+            steps, n_ = steps or int(shape[1]), int(shape[2])
+            if int(shape[1]) != steps:
+                raise UnsupportedError(f"tensor '{name}': {shape[1]} steps, others {steps}")
+        elif shape and len(shape) == 2:
+            layout[name] = ("vec", int(shape[1]))
+            n_ = int(shape[0])
+        else:
+            raise UnsupportedError(f"tensor '{name}': shape {shape}, not (1, T, pixels, C) nor (pixels, C)")
+        if batch not in (None, n_):
+            raise UnsupportedError(f"tensor '{name}': {n_} pixels, others {batch}")
+        batch = n_
+        _bounded(model.get_tensor_datatype(name), f"tensor '{name}'")
+    if steps is None:
+        raise UnsupportedError("no sequence in the hardware region")
+    prog = _Program()
+    width = {t: c for t, (_, c) in layout.items()}
+    arena: list[tuple[str, int]] = []  # per-pixel arrays in one per-thread buffer
+
+    def array(size: int) -> str:
+        name = f"A{len(arena)}"
+        arena.append((name, size))
+        return name
+
+    code: list[str] = []
+    loads = []
+    for k, t in enumerate(ins):
+        kind, c = layout[t]
+        base = array(steps * c if kind == "seq" else c)
+        prog.names[t] = (f"({base} + t * {c})" if kind == "seq" else base, c)
+        if kind == "seq":
+            loads.append(f"    for (long t = 0; t < {steps}; t++) for (int j = 0; j < {c}; j++) "
+                         f"{base}[t * {c} + j] = (int32_t)ins[{k}][(t * n + p) * {c} + j];")
+        else:
+            loads.append(f"    for (int j = 0; j < {c}; j++) {base}[j] = (int32_t)ins[{k}][p * {c} + j];")
+    for i, node in enumerate(region):
+        if is_loop[first + i]:
+            _emit_loop(prog, code, node, getCustomOp(node), steps, width, array, f"L{i}")
+            continue
+        kinds = {layout[o][0] for o in node.output} | {layout[t][0] for t in node.input if t in layout}
+        if len(kinds) != 1:
+            raise UnsupportedError(f"node '{node.name}': sequences and states mixed")
+        seq = kinds == {"seq"}
+
+        def fresh(name: str, seq=seq) -> str:
+            c = width[name]
+            a = array(steps * c if seq else c)
+            prog.names[name] = (f"({a} + t * {c})" if seq else a, c)
+            return prog.names[name][0]
+
+        part: list[str] = []
+        _emit_node(prog, part, node, model, width, fresh, f"n{i}")
+        if seq and part:
+            code.append(f"    for (long t = 0; t < {steps}; t++) {{")
+            code += ["  " + ln for ln in part]
+            code.append("    }")
+        else:
+            code += part
+    stores = []
+    for k, t in enumerate(outs):
+        kind, c = layout[t]
+        expr = prog.names[t][0]
+        if kind == "seq":
+            stores.append(f"    for (long t = 0; t < {steps}; t++) for (int j = 0; j < {c}; j++) "
+                          f"outs[{k}][(t * n + p) * {c} + j] = (float){expr}[j];")
+        else:
+            stores.append(f"    for (int j = 0; j < {c}; j++) outs[{k}][p * {c} + j] = (float){expr}[j];")
+    total = sum(size for _, size in arena)
+    lines = ["// generated by flimcc.fastsim: a design's hardware region as integer C, per pixel",
+             "#include <stdint.h>", "#include <stdlib.h>", "",
+             "int region_run(long n, const void* const* tabs, const float* const* ins, float* const* outs) {"]
+    lines += prog.lines
+    lines += ["  int failed = 0;", "  #pragma omp parallel", "  {",
+              f"  int32_t* arena = (int32_t*)malloc(sizeof(int32_t) * {total});",
+              "  if (!arena) {", "    #pragma omp atomic write", "    failed = 1;", "  } else {"]
+    off = 0
+    for name, size in arena:
+        lines.append(f"  int32_t* {name} = arena + {off};")
+        off += size
+    lines += ["  #pragma omp for schedule(static)", "  for (long p = 0; p < n; p++) {"]
+    lines += loads + code + stores
+    lines += ["  }", "  free(arena);", "  }", "  }", "  return failed;", "}", ""]
+    iface = {"ins": ins, "outs": outs, "layout": layout, "steps": steps,
+             "nodes": [n.name for n in region]}
+    return "\n".join(lines), prog.tables, iface
+
+
+def _emit_loop(prog: _Program, code: list, node, inst, steps: int, width: dict, array, uid: str) -> None:
+    """One RecurrentLoop inside `region_program`: its states in per-pixel vectors, its body
+    (`_emit_node`) at every step, reading the loop's sequence inputs at step t and writing
+    its sequence outputs there."""
+    body = inst.body()
+    g = body.graph
+    if inst.get_nodeattr("iterations") != steps:
+        raise UnsupportedError(f"loop '{node.name}': {inst.get_nodeattr('iterations')} steps, the region {steps}")
+    n_state = inst.get_nodeattr("num_state")
+    inits = {t.name for t in g.initializer}
+    b_in = [i.name for i in g.input if i.name not in inits]
+    b_out = [o.name for o in g.output]
+    bwidth = {}
+    for name in b_in + [t for n in g.node for t in n.output]:
+        shape = body.get_tensor_shape(name)
+        if shape is None or len(shape) != 2:
+            raise UnsupportedError(f"tensor '{name}': shape {shape}, not (pixels, channels)")
+        bwidth[name] = int(shape[1])
+        _bounded(body.get_tensor_datatype(name), f"tensor '{name}'")
+    state_ins, seq_ins = inst._split_inputs(node.input)
+    state_outs, seq_outs = inst._split(list(node.output))
+    states = []
+    for k in range(n_state):
+        s = array(bwidth[b_in[k]])
+        states.append(s)
+        src = state_ins[k]
+        if src is None:
+            code.append(f"    for (int j = 0; j < {bwidth[b_in[k]]}; j++) {s}[j] = 0;")
+        else:
+            code.append(f"    for (int j = 0; j < {bwidth[b_in[k]]}; j++) {s}[j] = {prog.names[src][0]}[j];")
+        prog.names[b_in[k]] = (s, bwidth[b_in[k]])
+    for name, src in zip(b_in[n_state:], seq_ins):
+        prog.names[name] = prog.names[src]  # the step's slice of the loop's input sequence
+    ys = []
+    for name in seq_outs:
+        a = array(steps * width[name])
+        prog.names[name] = (f"({a} + t * {width[name]})", width[name])
+        ys.append(prog.names[name][0])
+    decl, part = [], []
+    counter = 0
+
+    def fresh(name: str) -> str:
+        nonlocal counter
+        counter += 1
+        c = f"{uid}v{counter}"
+        decl.append(f"    int32_t {c}[{bwidth[name]}];")
+        prog.names[name] = (c, bwidth[name])
+        return c
+
+    for k, bnode in enumerate(g.node):
+        _emit_node(prog, part, bnode, body, bwidth, fresh, f"{uid}b{k}")
+    code.append(f"    for (long t = 0; t < {steps}; t++) {{")
+    code += ["  " + ln for ln in decl + part]
+    for k, y in enumerate(ys):
+        src, w = prog.names[b_out[n_state + k]]
+        code.append(f"      for (int j = 0; j < {w}; j++) {y}[j] = {src}[j];")
+    for k in range(n_state):
+        src, w = prog.names[b_out[k]]
+        code.append(f"      {{ int32_t nx[{w}]; for (int j = 0; j < {w}; j++) nx[j] = {src}[j];"
+                    f" for (int j = 0; j < {w}; j++) {states[k]}[j] = nx[j]; }}")
+    code.append("    }")
+    for k, name in enumerate(state_outs):
+        prog.names[name] = (states[k], bwidth[b_out[k]])
+
+
+class FastRegion:
+    """The design's hardware region as compiled C (`region_program`); `run(context)` reads
+    its inputs from the context and writes its outputs there."""
 
     def __init__(self, model: ModelWrapper):
+        source, tables, self.iface = region_program(model)
+        self.source = source
+        self.tables = [np.ascontiguousarray(t) for t in tables]
+        self.fn = build(source).region_run
+        self.fn.restype = ctypes.c_int
+
+    def run(self, context: dict, n: int) -> None:
+        iface, steps = self.iface, self.iface["steps"]
+        ins = [np.ascontiguousarray(context[t], dtype=np.float32) for t in iface["ins"]]
+        outs = []
+        for t in iface["outs"]:
+            kind, c = iface["layout"][t]
+            outs.append(np.empty((1, steps, n, c) if kind == "seq" else (n, c), np.float32))
+        P = ctypes.c_void_p
+
+        def arr(xs):
+            return (P * max(len(xs), 1))(*[a.ctypes.data for a in xs])
+
+        if self.fn(ctypes.c_long(n), arr(self.tables), arr(ins), arr(outs)) != 0:
+            raise MemoryError("fastsim: no memory for a thread's pixel buffers")
+        for t, value in zip(iface["outs"], outs):
+            context[t] = value
+
+
+class FastModel:
+    """A compiled design run bit-exact: its hardware region as C (`FastRegion`), else each
+    loop as C (`FastLoop`) and the rest on flimcc's executor; the software edges always on
+    the executor. `why_slow` lists the loops left on the executor and why."""
+
+    def __init__(self, model: ModelWrapper, region: bool = True):
         from flimcc.layout import LOOP_DOMAIN
 
         self.model = model
         self.loops: dict[str, FastLoop] = {}
         self.why_slow: dict[str, str] = {}
+        self.region: FastRegion | None = None
+        self.why_not_region = "" if region else "not asked for"
+        try:
+            if region:
+                self.region = FastRegion(model)
+                return
+        except UnsupportedError as e:  # loop by loop, then
+            self.why_not_region = str(e)
         for node in model.graph.node:
             if node.domain == LOOP_DOMAIN and node.op_type == "RecurrentLoop":
                 try:
@@ -381,7 +608,13 @@ class FastModel:
         context = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
         context.update(feeds)
         model._flimcc_declared_shapes = None
+        region = set(self.region.iface["nodes"]) if self.region is not None else set()
+        n = int(np.shape(next(iter(feeds.values())))[0])
         for node in model.graph.node:
+            if node.name in region:
+                if node.name == self.region.iface["nodes"][0]:
+                    self.region.run(context, n)
+                continue
             fast = self.loops.get(node.name)
             if fast is not None:
                 try:

@@ -65,8 +65,12 @@ class Source:
             from flimcc.fastsim import FastModel
 
             self.fast = FastModel(self.model)
-            how = ("its loops as generated C, flimcc.fastsim" if not self.fast.why_slow else
-                   "flimcc's executor for " + "; ".join(f"{k} ({v})" for k, v in self.fast.why_slow.items()))
+            if self.fast.region is not None:
+                how = "its hardware as generated C, flimcc.fastsim"
+            elif not self.fast.why_slow:
+                how = "its loops as generated C, flimcc.fastsim"
+            else:
+                how = "flimcc's executor for " + "; ".join(f"{k} ({v})" for k, v in self.fast.why_slow.items())
             self.kind = f"compiled design for {summary.get('target', '?')}, bit-exact ({how})"
             origin = Path(summary.get("model", ""))
             self.meta = _metadata(origin) if origin.is_file() else {}

@@ -41,10 +41,13 @@ def _simulated_inputs(model, n: int, seed: int) -> np.ndarray:
     return simulate(n, seed=seed).x[:, :shape[1]].astype(np.float32).reshape(n, *shape[1:])
 
 
-def _check(build, n: int) -> FastModel:
+def _check(build, n: int, region: bool = True) -> FastModel:
     model = flimcc.load(build / "model.onnx")
-    fast = FastModel(model)
-    assert fast.loops and not fast.why_slow, fast.why_slow  # every loop runs as C
+    fast = FastModel(model, region=region)
+    if region:  # the whole hardware region as one C program
+        assert fast.region is not None and not fast.loops
+    else:  # loop by loop
+        assert fast.region is None and fast.loops and not fast.why_slow, fast.why_slow
     name, out = model.graph.input[0].name, model.graph.output[0].name
     for x in (_random_inputs(model, n, 1), _simulated_inputs(model, n, 2)):
         ref = execute(model, {name: x})[out]
@@ -55,14 +58,17 @@ def _check(build, n: int) -> FastModel:
     return fast
 
 
-def test_small_build_is_bit_exact(small_build):
-    _check(small_build, 10)  # P = 2: frames of 2 pixels, 5 frames
+@pytest.mark.parametrize("region", [True, False])
+def test_small_build_is_bit_exact(small_build, region):
+    _check(small_build, 10, region)  # P = 2: frames of 2 pixels, 5 frames
 
 
 @pytest.mark.parametrize("name", ["seq2seqlite-int8", "seq2seqlite-int8-hard", "seq2seqlite-int4"])
 def test_zoo_students_are_bit_exact(zoo_build, name):
-    fast = _check(zoo_build(name), 300)
-    assert "#pragma omp parallel for" in next(iter(fast.loops.values())).source
+    fast = _check(zoo_build(name), 336)
+    assert "#pragma omp for" in fast.region.source
+    if name == "seq2seqlite-int8":
+        _check(zoo_build(name), 336, region=False)
 
 
 def test_unsupported_bodies_fall_back_to_the_executor(small_build):
@@ -76,4 +82,5 @@ def test_unsupported_bodies_fall_back_to_the_executor(small_build):
     body.graph.node[0].op_type = "Mystery_rtl"  # not a registered op: the C generator refuses it first
     loop.set_nodeattr("body", body.model.graph)
     fast = FastModel(model)
+    assert fast.region is None and "Mystery_rtl has no fast kernel" in fast.why_not_region
     assert node.name in fast.why_slow and "Mystery_rtl has no fast kernel" in fast.why_slow[node.name]
