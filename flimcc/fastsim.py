@@ -306,13 +306,25 @@ def compiler() -> str | None:
     return None
 
 
+def _cpu() -> str:
+    """This machine's CPU model and flags (what -march=native compiles for)."""
+    import platform
+
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        return platform.machine() + "".join(sorted({ln for ln in info if ln.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
 def build(source: str) -> ctypes.CDLL:
     """Compile `source` into a shared library (cached by content hash) and load it."""
     cc = compiler()
     if cc is None:
         raise UnsupportedError("no C compiler (cc, gcc or clang) on PATH")
     flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
-    key = hashlib.sha256((source + " ".join(flags) + cc).encode()).hexdigest()[:20]
+    # -march=native: a library built on one CPU may not run on another sharing this cache
+    key = hashlib.sha256("\n".join([source, " ".join(flags), cc, _cpu()]).encode()).hexdigest()[:20]
     lib = CACHE / f"loop-{key}.so"
     if not lib.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)

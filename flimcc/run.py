@@ -235,9 +235,7 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
         if curves is not None:
             np.save(tmp / "curves.npy", curves.reshape(*shape, src.gates, 3))
         _write_figure(tmp / "maps.png", image, record)
-        (tmp / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k not in ("seconds",
-                                                                                            "pixels_per_second")},
-                                                 indent=2, sort_keys=True) + "\n")
+        (tmp / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     write_folder(out, write, kind="run")
     return record
