@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -208,7 +209,8 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
     if workers > 1 and len(blocks) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        threads = max(1, (os.cpu_count() or 1) // workers)  # the C's OpenMP threads per worker
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(threads,)) as pool:
             futures = [(lo, hi, pool.submit(decode_block, job, lo, hi)) for lo, hi in blocks]
             for lo, hi, f in futures:
                 put(lo, hi, f.result())
@@ -239,6 +241,12 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
 
     write_folder(out, write, kind="run")
     return record
+
+
+def _worker_init(threads: int) -> None:
+    """A pool worker's OpenMP threads (set before the fast simulator's library loads), so
+    that workers x threads does not oversubscribe the cores."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _write_tiffs(folder: Path, image: dict[str, np.ndarray], record: dict) -> None:
