@@ -102,6 +102,9 @@ class Source:
         name = self.model.graph.input[0].name
         out = self.fast({name: x}) if self.fast is not None else execute(self.model, {name: x})
         y = np.asarray(out[self.model.graph.output[0].name], dtype=np.float32)
+        if y.shape != (n + pad, self.gates, 3):
+            raise FlimccError(f"{self.path}: its output has shape {list(y.shape)}, not the (pixels, {self.gates}, 3) "
+                              "decay components flimcc run turns into lifetimes")
         return y[:n]
 
 

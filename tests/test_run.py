@@ -122,6 +122,16 @@ def test_run_bad_input(zoo_build, image, tmp_path):
         assert not out.exists()  # nothing half-written
     r = run_cli("run", tmp_path / "nowhere", root / "img.npy", "-o", tmp_path / "x")
     assert r.returncode == 2 and "no such build folder or model file" in r.stderr
+    import onnx
+    from onnx import TensorProto, helper
+
+    other = helper.make_model(helper.make_graph(  # a model that is not a lifetime decoder
+        [helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 135, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 135, 1])]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(other, tmp_path / "other.onnx")
+    r = run_cli("run", tmp_path / "other.onnx", root / "img.npy", "-o", tmp_path / "y")
+    assert r.returncode == 2 and "not the (pixels, 135, 3) decay components" in r.stderr, r.stderr
+    assert not (tmp_path / "y").exists()
     # never overwrite what flimcc did not write
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "keep.txt").write_text("mine")
