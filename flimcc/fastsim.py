@@ -146,20 +146,14 @@ def _emit_node(prog: _Program, code: list, node, gm: ModelWrapper, width: dict, 
                      f"      for (int j = 0; j < {mh}; j++) {acc}[j] += xi * (int32_t)w[j]; }}"]
         if acc != out:
             thr = gm.get_initializer(node.input[2])
-            odt = inst_n.get_nodeattr("outputDataType")
-            scale, bias = (2, -1) if odt == "BIPOLAR" else (1, int(inst_n.get_nodeattr("ActVal")))
-            _thresholds(prog, code, node, thr, acc, out, mh, scale, bias,
-                        gm.get_tensor_datatype(node.output[0]))
+            _thresholds(prog, code, node, thr, acc, out, mh, *_activation(inst_n))
     elif op == "Thresholding":
         thr = gm.get_initializer(node.input[1])
         if thr is None:
             raise UnsupportedError(f"node '{node.name}': thresholds are not constant")
-        odt = inst_n.get_nodeattr("outputDataType")
-        scale, bias = (2, -1) if odt == "BIPOLAR" else (1, int(inst_n.get_nodeattr("ActVal")))
         x = prog.names[node.input[0]][0]
         out = fresh(node.output[0])
-        _thresholds(prog, code, node, thr, x, out, width[node.output[0]], scale, bias,
-                    inst_n.get_input_datatype(0))
+        _thresholds(prog, code, node, thr, x, out, width[node.output[0]], *_activation(inst_n))
     elif op in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "IntElementwiseAdd", "IntElementwiseSub",
                 "IntElementwiseMul"):
         sym = {"Add": "+", "Sub": "-", "Mul": "*"}[op[-3:]]
@@ -188,16 +182,13 @@ def _emit_node(prog: _Program, code: list, node, gm: ModelWrapper, width: dict, 
         raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
 
 
-def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
-    """C source of RecurrentLoop `inst`'s body (function ``loop_run``), the arrays it reads,
-    and its interface. Raises UnsupportedError for what it does not cover (module docstring)."""
-    body = inst.body()
+def _body_interface(body: ModelWrapper) -> tuple[list[str], list[str], dict[str, int]]:
+    """A loop body's streamed inputs and outputs, and every tensor's channels; refuses a
+    tensor that is not (pixels, channels) or whose datatype the C cannot hold exactly."""
+    from flimcc.execute import graph_input_names
+
     g = body.graph
-    n_state = inst.get_nodeattr("num_state")
-    inits = {t.name for t in g.initializer}
-    b_in = [i.name for i in g.input if i.name not in inits]
-    b_out = [o.name for o in g.output]
-    prog = _Program()
+    b_in, b_out = graph_input_names(body), [o.name for o in g.output]
     width = {}
     for name in b_in + [t for n in g.node for t in n.output]:
         shape = body.get_tensor_shape(name)
@@ -205,6 +196,17 @@ def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
             raise UnsupportedError(f"tensor '{name}': shape {shape}, not (pixels, channels)")
         width[name] = int(shape[1])
         _bounded(body.get_tensor_datatype(name), f"tensor '{name}'")
+    return b_in, b_out, width
+
+
+def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
+    """C source of RecurrentLoop `inst`'s body (function ``loop_run``), the arrays it reads,
+    and its interface. Raises UnsupportedError for what it does not cover (module docstring)."""
+    body = inst.body()
+    g = body.graph
+    n_state = inst.get_nodeattr("num_state")
+    b_in, b_out, width = _body_interface(body)
+    prog = _Program()
     decl = []
     for k, name in enumerate(b_in):
         prog.names[name] = (f"in{k}", width[name])
@@ -231,7 +233,15 @@ _KERNELS = ("DuplicateStreams", "StreamingFIFO", "StreamingSplit", "MVAU", "MVAU
             "IntElementwiseMul")
 
 
-def _thresholds(prog: _Program, code: list, node, thr, x: str, out: str, c: int, scale: int, bias: int, in_dt) -> None:
+def _activation(inst) -> tuple[int, int]:
+    """(scale, bias) of a FINN threshold activation: bipolar outputs 2 * count - 1, others
+    count + ActVal."""
+    if inst.get_nodeattr("outputDataType") == "BIPOLAR":
+        return 2, -1
+    return 1, int(inst.get_nodeattr("ActVal"))
+
+
+def _thresholds(prog: _Program, code: list, node, thr, x: str, out: str, c: int, scale: int, bias: int) -> None:
     """out[j] = bias + scale * #{k : x[j] >= thr[row(j), k]}: a table over x's range, or a
     binary search over the thresholds rounded up."""
     t = np.asarray(thr, dtype=np.float64)
@@ -501,16 +511,7 @@ def _emit_loop(prog: _Program, code: list, node, inst, steps: int, width: dict, 
     if inst.get_nodeattr("iterations") != steps:
         raise UnsupportedError(f"loop '{node.name}': {inst.get_nodeattr('iterations')} steps, the region {steps}")
     n_state = inst.get_nodeattr("num_state")
-    inits = {t.name for t in g.initializer}
-    b_in = [i.name for i in g.input if i.name not in inits]
-    b_out = [o.name for o in g.output]
-    bwidth = {}
-    for name in b_in + [t for n in g.node for t in n.output]:
-        shape = body.get_tensor_shape(name)
-        if shape is None or len(shape) != 2:
-            raise UnsupportedError(f"tensor '{name}': shape {shape}, not (pixels, channels)")
-        bwidth[name] = int(shape[1])
-        _bounded(body.get_tensor_datatype(name), f"tensor '{name}'")
+    b_in, b_out, bwidth = _body_interface(body)
     state_ins, seq_ins = inst._split_inputs(node.input)
     state_outs, seq_outs = inst._split(list(node.output))
     states = []
