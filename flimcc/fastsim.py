@@ -5,17 +5,20 @@ model over the whole batch, once per time step: exact, and ~1,000-2,000 pixels/s
 compiled Seq2SeqLite (every step is ~20 small numpy calls with their temporaries). Here the
 design's hardware region (every FINN node and loop between the software edges,
 `region_program`) becomes straight-line C over one pixel's integer arrays, each loop's body
-nested in its T steps, pixels spread over the cores (OpenMP); the software edges (input
+nested in its T steps, `LANES` pixels at a time node by node (independent chains the core
+overlaps), blocks of pixels spread over the cores (OpenMP); the software edges (input
 quantizer, layout changes, output scale) stay on flimcc's executor. Where the region is not
 covered, each loop alone (`loop_program`), the rest on the executor.
 
 The C computes what FINN's numpy models compute, in integers:
 
-- MVAU (matrix units, LUT or DSP): x @ W accumulated in int32; with an activation, the
-  thresholds below;
-- Thresholding: ActVal + #{k: x >= T[c, k]}: a table over the input's integer range
-  (`LUT_MAX`) or a binary search over the thresholds rounded up (x is an integer, so
-  x >= t exactly when x >= ceil(t));
+- MVAU (matrix units, LUT or DSP): x @ W accumulated in int32 (AVX-512 VNNI's 16-bit pair
+  multiply-adds where the CPU has them, `_PREAMBLE`; plain C that compilers vectorise
+  elsewhere); with an activation, the thresholds below;
+- Thresholding: ActVal + #{k: x >= T[c, k]} over the thresholds rounded up (x is an
+  integer, so x >= t exactly when x >= ceil(t)): buckets of 2^s inputs that each hold at most
+  one distinct threshold (one small table, L1-sized, read by vector gathers), else a table
+  over the input's integer range (`LUT_MAX`), else a binary search (`_thresholds`);
 - ElementwiseAdd/Sub/Mul: the operation in int32 (FINN's model: int64, then float32; equal, as
   every operand and result is an integer below 2^24 by its datatype);
 - DuplicateStreams, StreamingFIFO: the same vector; StreamingSplit: slices of it.
@@ -48,6 +51,10 @@ from flimcc.errors import UnsupportedError
 EXACT = 2 ** 24
 #: the most entries a threshold table may take (all rows); larger: binary search
 LUT_MAX = 2 ** 22
+#: pixels through the region together (`region_program`)
+LANES = 4
+#: thresholds at least 2^this apart go in buckets (`_thresholds`), closer ones in a full table
+BUCKET_MIN_SHIFT = 3
 CACHE = Path(os.environ.get("FLIMCC_CACHE", Path.home() / ".cache" / "flimcc")) / "fastsim"
 
 
@@ -131,13 +138,28 @@ def _emit_node(prog: _Program, code: list, node, gm: ModelWrapper, width: dict, 
         if acc != out:
             code.append(f"    int32_t {acc}[{mh}];")
         if max_x <= 2 ** 15 - 1 and np.abs(w).max(initial=0) <= 2 ** 15 - 1:
-            # int16 operands, one dot product per output over a transposed row: the
-            # compiler makes it multiply-adds of 16-bit pairs (x86 pmaddwd)
+            # int16 operands: with AVX-512 VNNI, 16 outputs at a time from pairs of inputs
+            # (`mvu_vnni`, weights as [k][mh padded to 16][2]); elsewhere one dot product per
+            # output over a transposed row, which compilers make 16-bit pair multiply-adds
+            kk, mhp = (mw + 1) // 2, -(-mh // 16) * 16
+            w2 = np.zeros((2 * kk, mhp), np.int16)
+            w2[:mw, :mh] = w
+            tv = prog.table(np.ascontiguousarray(w2.reshape(kk, 2, mhp).transpose(0, 2, 1)), "int16_t")
             tw = prog.table(np.ascontiguousarray(w.T).astype(np.int16), "int16_t")
-            code += [f"    int16_t {uid}_x[{mw}]; for (int i = 0; i < {mw}; i++) {uid}_x[i] = (int16_t){x}[i];",
+            xi = [f"(uint32_t)(uint16_t)(int16_t){x}[{2 * k + h}]" if 2 * k + h < mw else "0u" for k in range(kk)
+                  for h in (0, 1)]
+            padded = mhp == mh  # else through a buffer of mhp outputs
+            code += ["#if FLIMCC_VNNI",
+                     f"    int32_t {uid}_x2[{kk}];" + ("" if padded else f" int32_t {uid}_p[{mhp}];"),
+                     *[f"    {uid}_x2[{k}] = (int32_t)({xi[2 * k]} | ({xi[2 * k + 1]} << 16));" for k in range(kk)],
+                     f"    mvu_vnni({uid}_x2, {kk}, {tv}, {mhp}, {acc if padded else uid + '_p'});",
+                     *([] if padded else [f"    for (int j = 0; j < {mh}; j++) {acc}[j] = {uid}_p[j];"]),
+                     "#else",
+                     f"    int16_t {uid}_x[{mw}]; for (int i = 0; i < {mw}; i++) {uid}_x[i] = (int16_t){x}[i];",
                      f"    for (int j = 0; j < {mh}; j++) {{ const int16_t* w = {tw} + j * {mw}; int32_t s = 0;",
                      f"      for (int i = 0; i < {mw}; i++) s += (int32_t){uid}_x[i] * (int32_t)w[i];",
-                     f"      {acc}[j] = s; }}"]
+                     f"      {acc}[j] = s; }}",
+                     "#endif"]
         else:
             ct, dt = _ctype(w)
             tw = prog.table(w.astype(dt), ct)
@@ -255,7 +277,53 @@ def _thresholds(prog: _Program, code: list, node, thr, x: str, out: str, c: int,
     lo, hi = int(t.min()) - 1, int(t.max())
     span = hi - lo + 1
     row = "j" if rows > 1 else "0"
-    if span * rows <= LUT_MAX:
+    shift = _bucket_shift(t)
+    periodic = _periodic(t)
+    if periodic is not None:
+        # K thresholds repeating every P inputs (a requantization: no table at all)
+        period, offsets = periodic
+        base = t[:, 0]
+        b = f"({int(base[0])})" if rows == 1 else f"(int32_t){prog.table(base.astype(np.int32), 'int32_t')}[j]"
+        q = f"(uq >> {period.bit_length() - 1})" if period & (period - 1) == 0 else f"(uq / {period})"
+        hits = " + ".join(f"(m >= {o})" for o in offsets[1:]) or "0"
+        code.append(f"    for (int j = 0; j < {c}; j++) {{ int32_t u = {x}[j] - {b}; int32_t uq = u < 0 ? 0 : u;"
+                    f" int32_t qq = {q}; int32_t m = uq - qq * {period}; int32_t k = {len(offsets)} * qq + 1 + {hits};"
+                    f" k = u < 0 ? 0 : (k > {steps} ? {steps} : k); {out}[j] = {bias} + {scale} * k; }}")
+    elif shift >= BUCKET_MIN_SHIFT:
+        # buckets of 2^shift inputs, each holding at most one distinct threshold (2^shift
+        # <= the least gap between distinct thresholds): the count is the bucket's count
+        # at its start, or the one past its threshold; three small int32 tables (L1-sized
+        # where the full table over the span would not fit L2)
+        nb = ((hi - lo) >> shift) + 1
+        starts = lo + (np.arange(nb, dtype=np.int64) << shift)
+        firsts = np.empty((rows, nb), np.int64)
+        below = np.empty((rows, nb), np.int64)
+        above = np.empty((rows, nb), np.int64)
+        for r, tr in enumerate(t):
+            k = np.searchsorted(tr, starts, side="left")  # first threshold >= the bucket's start
+            nxt = np.where(k < steps, tr[np.minimum(k, steps - 1)], hi + 1)
+            inside = nxt < starts + (1 << shift)
+            firsts[r] = np.where(inside, nxt, hi + 1)  # no threshold in the bucket: never reached
+            below[r] = bias + scale * k
+            above[r] = bias + scale * np.searchsorted(tr, firsts[r], side="right")
+        if shift <= 15 and steps <= 255:
+            # one int32 per bucket: threshold's offset in the bucket (bits 0-15; 2^shift:
+            # none), the count below it (16-23) and the step at it (24-31): one gather
+            offs = np.minimum(firsts - starts, 1 << shift)
+            cnt = (below - bias) // scale
+            inc = (above - below) // scale
+            packed = (offs | (cnt << 16) | (inc << 24)).astype(np.uint32)
+            tp = prog.table(packed, "uint32_t")
+            code.append(f"    for (int j = 0; j < {c}; j++) {{ int32_t v = {x}[j]; v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);"
+                        f" int32_t r = v - ({lo}); uint32_t e = {tp}[(long){row} * {nb} + (r >> {shift})];"
+                        f" int32_t k = (int32_t)((e >> 16) & 255) + ((r & {(1 << shift) - 1}) >= (int32_t)(e & 65535) ? (int32_t)(e >> 24) : 0);"
+                        f" {out}[j] = {bias} + {scale} * k; }}")
+        else:
+            tf, tb, ta = (prog.table(a.astype(np.int32), "int32_t") for a in (firsts, below, above))
+            code.append(f"    for (int j = 0; j < {c}; j++) {{ int32_t v = {x}[j]; v = v < {lo} ? {lo} : (v > {hi} ? {hi} : v);"
+                        f" long b = (long){row} * {nb} + ((v - ({lo})) >> {shift});"
+                        f" {out}[j] = v >= {tf}[b] ? {ta}[b] : {tb}[b]; }}")
+    elif span * rows <= LUT_MAX:
         values = np.arange(lo, hi + 1)
         lut = np.stack([bias + scale * np.searchsorted(r, values, side="right") for r in t])
         ct, dt = _ctype(lut)
@@ -271,9 +339,102 @@ def _thresholds(prog: _Program, code: list, node, thr, x: str, out: str, c: int,
                     f" {out}[j] = {bias} + {scale} * a; }}")
 
 
+def _periodic(t: np.ndarray, most: int = 4) -> tuple[int, list[int]] | None:
+    """(P, offsets) when every row's sorted integer thresholds are K <= `most` offsets
+    repeating every P inputs from the row's first threshold (t[k + K] = t[k] + P; the same
+    offsets in every row), as a requantizer's are; the count is then
+    K * (u // P) + #{offsets <= u % P} for u = x - t[0] >= 0 (0 below, `steps` at most),
+    checked here against the thresholds on every input from below the first to past the
+    last. None: no such pattern."""
+    rows, steps = t.shape
+    rel = t - t[:, :1]
+    for k in range(1, min(most, steps - 1) + 1):
+        period = int(rel[0, k])
+        if period <= 0 or not np.all(rel[:, k:] - rel[:, :-k] == period) or not np.all(rel[:, :k] == rel[0, :k]):
+            continue
+        offsets = [int(o) for o in rel[0, :k]]
+        for r in range(rows):
+            u = np.arange(-2, int(rel[r, -1]) + period + 2, dtype=np.int64)
+            uq = np.maximum(u, 0)
+            q = uq // period
+            m = uq - q * period
+            got = k * q + sum((m >= o).astype(np.int64) for o in offsets)
+            got = np.where(u < 0, 0, np.minimum(got, steps))
+            if not np.array_equal(got, np.searchsorted(rel[r], u, side="right")):
+                return None
+        return period, offsets
+    return None
+
+
+def _bucket_shift(t: np.ndarray) -> int:
+    """The largest s with 2^s <= the least gap between distinct thresholds of any row (so
+    a bucket of 2^s consecutive integers holds at most one distinct threshold); 30 when no
+    row has two distinct thresholds."""
+    gaps = [np.diff(np.unique(r)) for r in t]
+    least = min((int(g.min()) for g in gaps if g.size), default=2 ** 30)
+    return min(int(np.floor(np.log2(least))), 30)
+
+
+#: C shared by the generated programs: the AVX-512 VNNI matrix kernel where the CPU has it
+_PREAMBLE = r"""#include <stdint.h>
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && !defined(FLIMCC_PORTABLE)
+#include <immintrin.h>
+#define FLIMCC_VNNI 1
+/* acc[j] = sum_k x2[k].lo * w2[k][j][0] + x2[k].hi * w2[k][j][1] for j < mhp (a multiple
+   of 16): x2[k] packs inputs 2k and 2k + 1 as int16; vpdpwssd does 32 products at once,
+   eight accumulators in flight hide its latency. Exact: int32, no saturation. */
+static inline void mvu_vnni(const int32_t* x2, int kk, const int16_t* w2, int mhp, int32_t* acc) {
+  int jb = 0;
+  for (; jb + 64 <= mhp; jb += 64) {  /* two chains of four: even and odd k */
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int k = 0;
+    for (; k + 1 < kk; k += 2) {
+      const __m512i xa = _mm512_set1_epi32(x2[k]), xb = _mm512_set1_epi32(x2[k + 1]);
+      const int16_t* w = w2 + ((long)k * mhp + jb) * 2;
+      const int16_t* v = w + 2 * mhp;
+      a0 = _mm512_dpwssd_epi32(a0, xa, _mm512_loadu_si512(w));
+      a1 = _mm512_dpwssd_epi32(a1, xa, _mm512_loadu_si512(w + 32));
+      a2 = _mm512_dpwssd_epi32(a2, xa, _mm512_loadu_si512(w + 64));
+      a3 = _mm512_dpwssd_epi32(a3, xa, _mm512_loadu_si512(w + 96));
+      b0 = _mm512_dpwssd_epi32(b0, xb, _mm512_loadu_si512(v));
+      b1 = _mm512_dpwssd_epi32(b1, xb, _mm512_loadu_si512(v + 32));
+      b2 = _mm512_dpwssd_epi32(b2, xb, _mm512_loadu_si512(v + 64));
+      b3 = _mm512_dpwssd_epi32(b3, xb, _mm512_loadu_si512(v + 96));
+    }
+    if (k < kk) {
+      const __m512i xa = _mm512_set1_epi32(x2[k]);
+      const int16_t* w = w2 + ((long)k * mhp + jb) * 2;
+      a0 = _mm512_dpwssd_epi32(a0, xa, _mm512_loadu_si512(w));
+      a1 = _mm512_dpwssd_epi32(a1, xa, _mm512_loadu_si512(w + 32));
+      a2 = _mm512_dpwssd_epi32(a2, xa, _mm512_loadu_si512(w + 64));
+      a3 = _mm512_dpwssd_epi32(a3, xa, _mm512_loadu_si512(w + 96));
+    }
+    _mm512_storeu_si512(acc + jb, _mm512_add_epi32(a0, b0));
+    _mm512_storeu_si512(acc + jb + 16, _mm512_add_epi32(a1, b1));
+    _mm512_storeu_si512(acc + jb + 32, _mm512_add_epi32(a2, b2));
+    _mm512_storeu_si512(acc + jb + 48, _mm512_add_epi32(a3, b3));
+  }
+  for (; jb < mhp; jb += 16) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+    int k = 0;
+    for (; k + 1 < kk; k += 2) {
+      const int16_t* w = w2 + ((long)k * mhp + jb) * 2;
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_set1_epi32(x2[k]), _mm512_loadu_si512(w));
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_set1_epi32(x2[k + 1]), _mm512_loadu_si512(w + 2 * mhp));
+    }
+    if (k < kk) a0 = _mm512_dpwssd_epi32(a0, _mm512_set1_epi32(x2[k]), _mm512_loadu_si512(w2 + ((long)k * mhp + jb) * 2));
+    _mm512_storeu_si512(acc + jb, _mm512_add_epi32(a0, a1));
+  }
+}
+#else
+#define FLIMCC_VNNI 0
+#endif
+"""
+
+
 def _source(prog: _Program, decl: list, code: list, b_in, b_out, n_state: int, width: dict) -> str:
     lines = ["// generated by flimcc.fastsim: one loop body as integer C (see the module docstring)",
-             "#include <stdint.h>", "",
+             _PREAMBLE,
              "void loop_run(long n, long steps, const void* const* tabs, const float* const* seqs,",
              "              const float* const* init, float* const* finals, float* const* outs) {"]
     lines += prog.lines
@@ -327,12 +488,14 @@ def _cpu() -> str:
         return platform.machine() + platform.processor()
 
 
-def build(source: str) -> ctypes.CDLL:
-    """Compile `source` into a shared library (cached by content hash) and load it."""
+def build(source: str, portable: bool = False) -> ctypes.CDLL:
+    """Compile `source` into a shared library (cached by content hash) and load it.
+    `portable`: without the CPU-specific kernels (`_PREAMBLE`), as a CPU without AVX-512
+    VNNI runs it (the tests check both give the same integers)."""
     cc = compiler()
     if cc is None:
         raise UnsupportedError("no C compiler (cc, gcc or clang) on PATH")
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"] + (["-DFLIMCC_PORTABLE"] if portable else [])
     # -march=native: a library built on one CPU may not run on another sharing this cache
     key = hashlib.sha256("\n".join([source, " ".join(flags), cc, _cpu()]).encode()).hexdigest()[:20]
     lib = CACHE / f"loop-{key}.so"
@@ -351,13 +514,13 @@ def build(source: str) -> ctypes.CDLL:
 class FastLoop:
     """One RecurrentLoop as compiled C; `run(context)` does what the node's execute_node does."""
 
-    def __init__(self, node, inst, model: ModelWrapper):
+    def __init__(self, node, inst, model: ModelWrapper, portable: bool = False):
         for name in node.input:  # what the C reads as int32 (the body's own tensors: loop_program)
             _bounded(model.get_tensor_datatype(name), f"loop '{node.name}' input '{name}'")
         source, tables, self.iface = loop_program(inst)
         self.node, self.inst, self.source = node, inst, source
         self.tables = [np.ascontiguousarray(t) for t in tables]
-        self.fn = build(source).loop_run
+        self.fn = build(source, portable).loop_run
         self.fn.restype = None
 
     def run(self, context: dict) -> None:
@@ -387,16 +550,25 @@ class FastLoop:
             context[name] = value
 
 
-def region_program(model: ModelWrapper) -> tuple[str, list[np.ndarray], dict]:
+def _lockstep(lines: list[str]) -> list[str]:
+    """`lines` (one node's C for one pixel) once per pixel of the block: the pixels' chains
+    are independent, so the core overlaps one pixel's latencies (table gathers, the
+    accumulators) with the next one's work."""
+    return ["    for (int q = 0; q < nq; q++) {"] + ["  " + ln for ln in lines] + ["    }"]
+
+
+def region_program(model: ModelWrapper, lanes: int | None = None) -> tuple[str, list[np.ndarray], dict]:
     """C of the design's hardware region, per pixel: every node from the first FINN or loop
     node to the last (the software edges before and after stay on the executor). A
     sequence tensor (1, T, N, C) is a pixel's T x C array, a state (N, C) its C vector;
     the nodes between the loops run at every step (`for t`), each loop's body nested in its
     own step loop. Keeps every intermediate of a pixel in the core's cache, where the
     per-loop programs (`loop_program`) leave sequences of the whole batch in memory
-    between numpy calls. Returns (source of ``region_run``, tables, interface)."""
+    between numpy calls. `lanes` pixels go through the region together, node by node
+    (`_lockstep`). Returns (source of ``region_run``, tables, interface)."""
     from flimcc.layout import FINN_HW_DOMAINS, LOOP_DOMAIN
 
+    lanes = lanes or LANES
     nodes = list(model.graph.node)
     is_loop = [n.domain == LOOP_DOMAIN and n.op_type == "RecurrentLoop" for n in nodes]
     hw = [i for i, n in enumerate(nodes) if n.domain in FINN_HW_DOMAINS or is_loop[i]]
@@ -446,13 +618,13 @@ def region_program(model: ModelWrapper) -> tuple[str, list[np.ndarray], dict]:
         base = array(steps * c if kind == "seq" else c)
         prog.names[t] = (f"({base} + t * {c})" if kind == "seq" else base, c)
         if kind == "seq":
-            loads.append(f"    for (long t = 0; t < {steps}; t++) for (int j = 0; j < {c}; j++) "
+            loads.append(f"      for (long t = 0; t < {steps}; t++) for (int j = 0; j < {c}; j++) "
                          f"{base}[t * {c} + j] = (int32_t)ins[{k}][(t * n + p) * {c} + j];")
         else:
-            loads.append(f"    for (int j = 0; j < {c}; j++) {base}[j] = (int32_t)ins[{k}][p * {c} + j];")
+            loads.append(f"      for (int j = 0; j < {c}; j++) {base}[j] = (int32_t)ins[{k}][p * {c} + j];")
     for i, node in enumerate(region):
         if is_loop[first + i]:
-            _emit_loop(prog, code, node, getCustomOp(node), steps, width, array, f"L{i}")
+            _emit_loop(prog, code, node, getCustomOp(node), steps, width, array, f"L{i}", lanes)
             continue
         kinds = {layout[o][0] for o in node.output} | {layout[t][0] for t in node.input if t in layout}
         if len(kinds) != 1:
@@ -468,41 +640,42 @@ def region_program(model: ModelWrapper) -> tuple[str, list[np.ndarray], dict]:
         part: list[str] = []
         _emit_node(prog, part, node, model, width, fresh, f"n{i}")
         if seq and part:
-            code.append(f"    for (long t = 0; t < {steps}; t++) {{")
-            code += ["  " + ln for ln in part]
-            code.append("    }")
-        else:
-            code += part
+            part = [f"    for (long t = 0; t < {steps}; t++) {{"] + ["  " + ln for ln in part] + ["    }"]
+        code += _lockstep(part) if part else []
     stores = []
     for k, t in enumerate(outs):
         kind, c = layout[t]
         expr = prog.names[t][0]
         if kind == "seq":
-            stores.append(f"    for (long t = 0; t < {steps}; t++) for (int j = 0; j < {c}; j++) "
+            stores.append(f"      for (long t = 0; t < {steps}; t++) for (int j = 0; j < {c}; j++) "
                           f"outs[{k}][(t * n + p) * {c} + j] = (float){expr}[j];")
         else:
-            stores.append(f"    for (int j = 0; j < {c}; j++) outs[{k}][p * {c} + j] = (float){expr}[j];")
+            stores.append(f"      for (int j = 0; j < {c}; j++) outs[{k}][p * {c} + j] = (float){expr}[j];")
     total = sum(size for _, size in arena)
     lines = ["// generated by flimcc.fastsim: a design's hardware region as integer C, per pixel",
-             "#include <stdint.h>", "#include <stdlib.h>", "",
+             _PREAMBLE, "#include <stdlib.h>", ""]
+    off = 0
+    for name, size in arena:  # pixel q's arrays of the block (q: the lockstep loop's index)
+        lines.append(f"#define {name} (arena + q * {total} + {off})")
+        off += size
+    lines += ["",
              "int region_run(long n, const void* const* tabs, const float* const* ins, float* const* outs) {"]
     lines += prog.lines
     lines += ["  int failed = 0;", "  #pragma omp parallel", "  {",
-              f"  int32_t* arena = (int32_t*)malloc(sizeof(int32_t) * {total});",
+              f"  int32_t* arena = (int32_t*)malloc(sizeof(int32_t) * {total * lanes});",
               "  if (!arena) {", "    #pragma omp atomic write", "    failed = 1;", "  } else {"]
-    off = 0
-    for name, size in arena:
-        lines.append(f"  int32_t* {name} = arena + {off};")
-        off += size
-    lines += ["  #pragma omp for schedule(static)", "  for (long p = 0; p < n; p++) {"]
-    lines += loads + code + stores
+    lines += ["  #pragma omp for schedule(static)", f"  for (long p0 = 0; p0 < n; p0 += {lanes}) {{",
+              f"    const int nq = n - p0 < {lanes} ? (int)(n - p0) : {lanes};"]
+    lines += ["    for (int q = 0; q < nq; q++) {", "      const long p = p0 + q;"] + loads + ["    }"]
+    lines += code
+    lines += ["    for (int q = 0; q < nq; q++) {", "      const long p = p0 + q;"] + stores + ["    }"]
     lines += ["  }", "  free(arena);", "  }", "  }", "  return failed;", "}", ""]
     iface = {"ins": ins, "outs": outs, "layout": layout, "steps": steps,
              "nodes": [n.name for n in region]}
     return "\n".join(lines), prog.tables, iface
 
 
-def _emit_loop(prog: _Program, code: list, node, inst, steps: int, width: dict, array, uid: str) -> None:
+def _emit_loop(prog: _Program, code: list, node, inst, steps: int, width: dict, array, uid: str, lanes: int) -> None:
     """One RecurrentLoop inside `region_program`: its states in per-pixel vectors, its body
     (`_emit_node`) at every step, reading the loop's sequence inputs at step t and writing
     its sequence outputs there."""
@@ -520,9 +693,9 @@ def _emit_loop(prog: _Program, code: list, node, inst, steps: int, width: dict, 
         states.append(s)
         src = state_ins[k]
         if src is None:
-            code.append(f"    for (int j = 0; j < {bwidth[b_in[k]]}; j++) {s}[j] = 0;")
+            code += _lockstep([f"    for (int j = 0; j < {bwidth[b_in[k]]}; j++) {s}[j] = 0;"])
         else:
-            code.append(f"    for (int j = 0; j < {bwidth[b_in[k]]}; j++) {s}[j] = {prog.names[src][0]}[j];")
+            code += _lockstep([f"    for (int j = 0; j < {bwidth[b_in[k]]}; j++) {s}[j] = {prog.names[src][0]}[j];"])
         prog.names[b_in[k]] = (s, bwidth[b_in[k]])
     for name, src in zip(b_in[n_state:], seq_ins):
         prog.names[name] = prog.names[src]  # the step's slice of the loop's input sequence
@@ -538,21 +711,24 @@ def _emit_loop(prog: _Program, code: list, node, inst, steps: int, width: dict, 
         nonlocal counter
         counter += 1
         c = f"{uid}v{counter}"
-        decl.append(f"    int32_t {c}[{bwidth[name]}];")
-        prog.names[name] = (c, bwidth[name])
-        return c
+        decl.append(f"    int32_t {c}[{lanes}][{bwidth[name]}];")
+        prog.names[name] = (f"{c}[q]", bwidth[name])
+        return prog.names[name][0]
 
     for k, bnode in enumerate(g.node):
-        _emit_node(prog, part, bnode, body, bwidth, fresh, f"{uid}b{k}")
-    code.append(f"    for (long t = 0; t < {steps}; t++) {{")
-    code += ["  " + ln for ln in decl + part]
+        node_code: list[str] = []
+        _emit_node(prog, node_code, bnode, body, bwidth, fresh, f"{uid}b{k}")
+        part += _lockstep(node_code) if node_code else []
+    tail = []
     for k, y in enumerate(ys):
         src, w = prog.names[b_out[n_state + k]]
-        code.append(f"      for (int j = 0; j < {w}; j++) {y}[j] = {src}[j];")
+        tail.append(f"    for (int j = 0; j < {w}; j++) {y}[j] = {src}[j];")
     for k in range(n_state):
         src, w = prog.names[b_out[k]]
-        code.append(f"      {{ int32_t nx[{w}]; for (int j = 0; j < {w}; j++) nx[j] = {src}[j];"
+        tail.append(f"    {{ int32_t nx[{w}]; for (int j = 0; j < {w}; j++) nx[j] = {src}[j];"
                     f" for (int j = 0; j < {w}; j++) {states[k]}[j] = nx[j]; }}")
+    code.append(f"    for (long t = 0; t < {steps}; t++) {{")
+    code += ["  " + ln for ln in decl + part + _lockstep(tail)]
     code.append("    }")
     for k, name in enumerate(state_outs):
         prog.names[name] = (states[k], bwidth[b_out[k]])
@@ -562,11 +738,11 @@ class FastRegion:
     """The design's hardware region as compiled C (`region_program`); `run(context)` reads
     its inputs from the context and writes its outputs there."""
 
-    def __init__(self, model: ModelWrapper):
+    def __init__(self, model: ModelWrapper, portable: bool = False):
         source, tables, self.iface = region_program(model)
         self.source = source
         self.tables = [np.ascontiguousarray(t) for t in tables]
-        self.fn = build(source).region_run
+        self.fn = build(source, portable).region_run
         self.fn.restype = ctypes.c_int
 
     def run(self, context: dict, n: int) -> None:
@@ -592,7 +768,7 @@ class FastModel:
     loop as C (`FastLoop`) and the rest on flimcc's executor; the software edges always on
     the executor. `why_slow` lists the loops left on the executor and why."""
 
-    def __init__(self, model: ModelWrapper, region: bool = True):
+    def __init__(self, model: ModelWrapper, region: bool = True, portable: bool = False):
         from flimcc.layout import LOOP_DOMAIN
 
         self.model = model
@@ -602,14 +778,14 @@ class FastModel:
         self.why_not_region = "" if region else "not asked for"
         try:
             if region:
-                self.region = FastRegion(model)
+                self.region = FastRegion(model, portable)
                 return
         except UnsupportedError as e:  # loop by loop, then
             self.why_not_region = str(e)
         for node in model.graph.node:
             if node.domain == LOOP_DOMAIN and node.op_type == "RecurrentLoop":
                 try:
-                    self.loops[node.name] = FastLoop(node, getCustomOp(node), model)
+                    self.loops[node.name] = FastLoop(node, getCustomOp(node), model, portable)
                 except UnsupportedError as e:
                     self.why_slow[node.name] = str(e)
 
@@ -635,7 +811,7 @@ class FastModel:
                     continue
                 except UnsupportedError as e:  # inputs outside what the C covers: the executor
                     self.why_slow[node.name] = str(e)
-            if not _elementwise(node, context):
+            if not _elementwise(node, context) and not _data_movement(node, context):
                 _run_node(node, context, model)
         return {o.name: context[o.name] for o in model.graph.output}
 
@@ -657,6 +833,43 @@ def _elementwise(node, context: dict) -> bool:
     lhs = np.asarray(context[node.input[0]], dtype=np.float32)
     rhs = np.asarray(context[node.input[1]], dtype=np.float32)
     context[node.output[0]] = _NUMPY_OPS[op[len("Elementwise"):]](lhs, rhs)
+    return True
+
+
+def _data_movement(node, context: dict) -> bool:
+    """ONNX Transpose, Squeeze, Unsqueeze, Identity and float32 Mul/Add/Sub at the software
+    edges, in numpy: the same values as onnxruntime (moving data changes none; one IEEE
+    float32 operation rounds the same everywhere), without building a session per node and
+    batch. False: not such a node (onnxruntime runs it)."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    attrs = {a.name: a for a in node.attribute}
+    x = context.get(node.input[0]) if node.input else None
+    if not isinstance(x, np.ndarray):
+        return False
+    op = node.op_type
+    if op == "Identity":
+        y = x
+    elif op == "Transpose":
+        y = np.transpose(x, list(attrs["perm"].ints) if "perm" in attrs else None)  # a view, as numpy does
+    elif op in ("Squeeze", "Unsqueeze"):
+        if "axes" in attrs:
+            axes = list(attrs["axes"].ints)
+        elif len(node.input) > 1 and node.input[1]:
+            axes = [int(a) for a in np.asarray(context[node.input[1]]).reshape(-1)]
+        elif op == "Squeeze":
+            axes = [k for k, d in enumerate(x.shape) if d == 1]
+        else:
+            return False
+        y = np.squeeze(x, axis=tuple(axes)) if op == "Squeeze" else np.expand_dims(x, axis=tuple(axes))
+    elif op in _NUMPY_OPS:
+        other = context.get(node.input[1])
+        if x.dtype != np.float32 or not isinstance(other, np.ndarray) or other.dtype != np.float32:
+            return False
+        y = _NUMPY_OPS[op](x, other)
+    else:
+        return False
+    context[node.output[0]] = y
     return True
 
 
