@@ -318,6 +318,108 @@ def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, 
         out.print(f"maps: {out_dir}/{{{','.join(rec['maps'])}}}.tif, {out_dir}/maps.png, {out_dir}/run.json")
 
 
+@cli.command("schedule")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--pixels", "pixels_text", default="1,8,128", show_default=True,
+              help="Pixels in flight, a comma list: one row each.")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Time steps per graph (the seeds' study: 1).")
+@click.option("--servers", "servers_text", default="", metavar="TYPE=N,...",
+              help="Server counts, e.g. dsp=256,const=64 [dsp=128,shared=128,const=128,data=256].")
+@click.option("--service", "service_file", type=click.Path(dir_okay=False),
+              help="A JSON of task kinds, server types, service times and counts [the seeds' STOMP setup].")
+@click.option("--policy", type=click.Choice(["greedy", "critical-path"]), default="greedy", show_default=True,
+              help="greedy: STOMP's (arrival order); critical-path: longest path to the end first.")
+@click.option("--baseline", type=click.Choice(["pixel-serial", "in-order"]), default="pixel-serial",
+              show_default=True, help="What the speedup is against (README: the 'manual scheduling' reading).")
+@click.option("--interval", type=click.IntRange(min=0), default=0, show_default=True,
+              help="A pixel arrives every N time units (0: all at time 0, a batch).")
+@click.option("--stages", "stages_text", default="", metavar="NAME,...",
+              help="Only these graphs [all: encoder, decoder, post].")
+@click.option("--gru-form", type=click.Choice(["model", "reset-after", "reset-before"]), default="model",
+              show_default=True, help="Rewrite GRU nodes to this form first (the seeds' graphs: reset-after).")
+@click.option("--fuse-chains", is_flag=True, help="Accumulate x.W and h.U in one chain (the seeds' teacher graphs).")
+@click.option("--engine", type=click.Choice(["auto", "simpy", "fast"]), default="auto", show_default=True,
+              help="SimPy, or the equal fast path (auto: SimPy up to 200,000 tasks per run).")
+@click.option("--export-dag", "dag_dir", type=click.Path(file_okay=False),
+              help="Write DIR/dag.json: one pixel's graphs (tasks with type and time, edges).")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False),
+              help="Draw makespan, speedup and utilisation against P (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print the study as JSON (rows, graphs).")
+def schedule_cmd(model, pixels_text, steps, servers_text, service_file, policy, baseline, interval, stages_text,
+                 gru_form, fuse_chains, engine, dag_dir, plot_file, as_json) -> None:
+    """Schedule P pixels of MODEL's per-pixel task graphs on DSP and memory servers (the
+    seeds' STOMP study): makespans, speedup over one pixel at a time, lower bounds."""
+    from . import schedule as sch
+    from .build_folder import check_output_folder, write_folder
+
+    pixels = sch.parse_pixels(pixels_text)
+    table = sch.load_service(service_file).with_servers(sch.parse_servers(servers_text))
+    stages = [s.strip() for s in stages_text.split(",") if s.strip()] or None
+    if dag_dir:
+        check_output_folder(dag_dir, inputs=[model], option="--export-dag")
+    if plot_file:
+        _check_plot_file(plot_file)
+    result, graphs = sch.schedule_model(model, pixels, sch.Options(steps=steps, gru_form=gru_form,
+                                                                   fuse_chains=fuse_chains),
+                                        table, policy, interval, baseline, engine, stages)
+    if dag_dir:
+        dag = sch.export_dag(graphs, table)
+        write_folder(dag_dir, lambda tmp: (tmp / "dag.json").write_text(json.dumps(dag) + "\n"), kind="dag",
+                     option="--export-dag")
+    if plot_file:
+        import tempfile
+        from pathlib import Path
+
+        target = Path(plot_file)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.resolve().parent)
+        os.close(fd)
+        try:
+            sch.plot(result, tmp, f"{Path(model).name}: {policy}, servers "
+                                  + ", ".join(f"{k} {v}" for k, v in table.servers.items()))
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    g = result["graphs"]
+    out.print(f"{model}: per pixel " + "; ".join(f"{n} {v['tasks']:,} tasks, critical path {v['critical_path']:,}"
+                                                 for n, v in g.items())
+              + f" ({steps} step{'s' if steps > 1 else ''})")
+    t = Table(title=f"{policy} on " + ", ".join(f"{k} {v}" for k, v in table.servers.items())
+              + f"; baseline {baseline}", title_justify="left")
+    for col in ("pixels", "tasks", "scheduled", "lower bound", "x bound", "baseline", "speedup",
+                *[f"{k} util" for k in table.servers]):
+        t.add_column(col, justify="right")
+    for r in result["rows"]:
+        t.add_row(f"{r['pixels']:,}", f"{r['tasks']:,}", f"{r['scheduled_makespan']:,}", f"{r['lower_bound']:,}",
+                  f"{r['scheduled_makespan'] / r['lower_bound']:.2f}", f"{r['manual_makespan']:,}",
+                  f"{r['speedup']:.1f}x", *[f"{r['utilisation'][k]:.0%}" for k in table.servers])
+    out.print(t)
+    if dag_dir:
+        out.print(f"one pixel's graphs: {dag_dir}/dag.json")
+    if plot_file:
+        out.print(f"plot: {plot_file}")
+
+
+def _check_plot_file(path: str) -> None:
+    """--plot FILE: a new file, or a PNG flimcc schedule drew (never another file)."""
+    from .build_folder import OutputFolderError
+
+    if os.path.isdir(path):
+        raise OutputFolderError(f"--plot {path}: is a folder")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if not head.startswith(b"\x89PNG") or b"flimcc schedule" not in head:
+            raise OutputFolderError(f"--plot {path}: exists and was not drawn by flimcc schedule; not overwriting it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputFolderError(f"--plot {path}: the folder '{parent}' does not exist")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
