@@ -319,11 +319,10 @@ def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, 
 
 
 @cli.command("schedule")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--pixels", "pixels_text", default="1,8,128", show_default=True,
-              help="Pixels in flight, a comma list: one row each.")
-@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Time steps per graph (the seeds' study: 1).")
+@click.argument("model", type=click.Path())
+@click.option("--pixels", "pixels_text", help="Pixels in flight, a comma list: one row each [1,8,128].")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Time steps per graph [1, the seeds' study]; a build folder: steps simulated [all].")
 @click.option("--servers", "servers_text", default="", metavar="TYPE=N,...",
               help="Server counts, e.g. dsp=256,const=64 [dsp=128,shared=128,const=128,data=256].")
 @click.option("--service", "service_file", type=click.Path(dir_okay=False),
@@ -339,6 +338,8 @@ def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, 
 @click.option("--gru-form", type=click.Choice(["model", "reset-after", "reset-before"]), default="model",
               show_default=True, help="Rewrite GRU nodes to this form first (the seeds' graphs: reset-after).")
 @click.option("--fuse-chains", is_flag=True, help="Accumulate x.W and h.U in one chain (the seeds' teacher graphs).")
+@click.option("--chain-stages", is_flag=True,
+              help="One graph per pixel, the decoder waiting for the encoder (STOMP: separate graphs).")
 @click.option("--engine", type=click.Choice(["auto", "simpy", "fast"]), default="auto", show_default=True,
               help="SimPy, or the equal fast path (auto: SimPy up to 200,000 tasks per run).")
 @click.option("--export-dag", "dag_dir", type=click.Path(file_okay=False),
@@ -347,13 +348,24 @@ def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, 
               help="Draw makespan, speedup and utilisation against P (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print the study as JSON (rows, graphs).")
 def schedule_cmd(model, pixels_text, steps, servers_text, service_file, policy, baseline, interval, stages_text,
-                 gru_form, fuse_chains, engine, dag_dir, plot_file, as_json) -> None:
+                 gru_form, fuse_chains, chain_stages, engine, dag_dir, plot_file, as_json) -> None:
     """Schedule P pixels of MODEL's per-pixel task graphs on DSP and memory servers (the
-    seeds' STOMP study): makespans, speedup over one pixel at a time, lower bounds."""
+    seeds' STOMP study): makespans, speedup over one pixel at a time, lower bounds. MODEL a
+    build folder: its loops simulated as a dataflow, cycles/pixel against the estimate."""
     from . import schedule as sch
     from .build_folder import check_output_folder, write_folder
 
-    pixels = sch.parse_pixels(pixels_text)
+    if os.path.isdir(model):
+        _schedule_build(model, steps, as_json, {"--pixels": pixels_text, "--servers": servers_text,
+                                                "--service": service_file, "--export-dag": dag_dir, "--plot": plot_file,
+                                                "--policy": policy != "greedy", "--baseline": baseline != "pixel-serial",
+                                                "--interval": interval, "--stages": stages_text,
+                                                "--gru-form": gru_form != "model", "--fuse-chains": fuse_chains,
+                                                "--chain-stages": chain_stages,
+                                                "--engine": engine != "auto"})
+        return
+    pixels = sch.parse_pixels(pixels_text or "1,8,128")
+    steps = steps or 1
     table = sch.load_service(service_file).with_servers(sch.parse_servers(servers_text))
     stages = [s.strip() for s in stages_text.split(",") if s.strip()] or None
     if dag_dir:
@@ -361,7 +373,7 @@ def schedule_cmd(model, pixels_text, steps, servers_text, service_file, policy, 
     if plot_file:
         _check_plot_file(plot_file)
     result, graphs = sch.schedule_model(model, pixels, sch.Options(steps=steps, gru_form=gru_form,
-                                                                   fuse_chains=fuse_chains),
+                                                                   fuse_chains=fuse_chains, chain_stages=chain_stages),
                                         table, policy, interval, baseline, engine, stages)
     if dag_dir:
         dag = sch.export_dag(graphs, table)
@@ -402,6 +414,36 @@ def schedule_cmd(model, pixels_text, steps, servers_text, service_file, policy, 
         out.print(f"one pixel's graphs: {dag_dir}/dag.json")
     if plot_file:
         out.print(f"plot: {plot_file}")
+
+
+def _schedule_build(build: str, steps, as_json: bool, model_only: dict) -> None:
+    """`flimcc schedule BUILD`: the design's loops as a SimPy dataflow (flimcc.schedule.dataflow)."""
+    from .errors import UnsupportedError
+    from .schedule.dataflow import simulate_build
+
+    given = [k for k, v in model_only.items() if v]
+    if given:
+        raise UnsupportedError(f"{given[0]}: not for a build folder ({build} runs its own "
+                               f"pixels and hardware); give a model file")
+    rec = simulate_build(build, steps)
+    if as_json:
+        click.echo(json.dumps(rec, indent=2, sort_keys=True))
+        return
+    t = Table(title=f"{build}: loops as a dataflow ({rec['simulator']})", title_justify="left")
+    for col in ("loop", "P", "steps", "cycles/pixel", "estimate", "x estimate", "rtlsim", "busiest node"):
+        t.add_column(col, justify="left" if col in ("loop", "busiest node") else "right")
+    for r in rec["loops"]:
+        steps_text = f"{r['steps_simulated']}/{r['iterations']}"
+        rtl = f"{r['rtlsim_cycles_per_pixel']:,.1f}" if r["rtlsim_cycles_per_pixel"] else "-"
+        t.add_row(r["loop"], str(r["pixels"]), steps_text, f"{r['cycles_per_pixel']:,.1f}",
+                  f"{r['estimated_cycles_per_pixel']:,.1f}", f"{r['ratio']:.3f}", rtl, r["busiest_node"] or "-")
+    out.print(t)
+    est = rec["estimated_cycles_per_pixel"]
+    out.print(f"bottleneck {rec['bottleneck']}: {rec['cycles_per_pixel']:,.1f} cycles/pixel"
+              + (f" (the design's estimate: {est:,.1f})" if est else ""))
+    if not rec["fifos_sized"]:
+        out.print("the build's FIFOs are not sized: streams shallower than a vector can stall the RTL, which this "
+                  "model does not see (`flimcc rtlsim BUILD --size-fifos` measures and sizes them)")
 
 
 def _check_plot_file(path: str) -> None:

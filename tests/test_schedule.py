@@ -255,3 +255,62 @@ def test_cli_refuses_a_model_without_gru_and_foreign_files(tmp_path):
     (folder / "notes.txt").write_text("mine")
     r = run_cli("schedule", str(zoo.path("seq2seqlite-float")), "--export-dag", str(folder))
     assert r.returncode == 2 and (folder / "notes.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------------------------------
+# A compiled build as a dataflow
+
+
+def test_dataflow_of_the_student_meets_its_estimate(zoo_build):
+    """The 8-bit student as compiled: each loop's simulated cycles/pixel lies between the
+    P x II x T floor (its busiest node kept busy every step) and the estimate (which adds
+    the controller's overhead serially); 4 simulated steps extrapolate to the full run."""
+    from flimcc.layout import loop_nodes
+    from flimcc.schedule.dataflow import simulate_build, simulate_loop
+
+    build = zoo_build("seq2seqlite-int8")
+    rec = simulate_build(build, steps=4)
+    model = flimcc.load(build / "model.onnx")
+    for (node, loop), r in zip(loop_nodes(model), rec["loops"]):
+        perf = loop.body_performance()
+        floor = loop.get_nodeattr("iterations") * loop.get_nodeattr("pixels") * perf["max_cycles"]
+        assert floor <= r["cycles"] <= loop.get_exp_cycles(), r
+        assert r["ratio"] >= 0.95
+    node, loop = next(loop_nodes(model))
+    full = simulate_loop(node, loop)
+    assert abs(full["cycles"] - rec["loops"][0]["cycles"]) <= 0.002 * full["cycles"]
+
+
+def test_dataflow_against_the_rtl(small_build, tmp_path):
+    """The small build's loops (P = 2: latency-bound): Verilator measures them (`flimcc
+    rtlsim`) and the dataflow simulation reports the measurement beside its own figure. Its
+    whole vectors move store-and-forward, as the estimate's latency (the sum of the nodes'
+    cycles) assumes, while the RTL streams words through: it lies between the two."""
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(small_build, build)
+    r = run_cli("rtlsim", str(build), "--pixels", "4", "--size-fifos")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("schedule", str(build), "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["loops"] and rec["bottleneck"] in {x["loop"] for x in rec["loops"]}
+    for loop in rec["loops"]:
+        assert loop["rtlsim_cycles_per_pixel"], loop
+        assert loop["rtlsim_cycles_per_pixel"] <= loop["cycles_per_pixel"] <= loop["estimated_cycles_per_pixel"], loop
+    r = run_cli("schedule", str(build))
+    assert r.returncode == 0 and "x estimate" in r.stdout and "bottleneck" in r.stdout
+    r = run_cli("schedule", str(build), "--servers", "dsp=4")
+    assert r.returncode == 2 and "--servers: not for a build folder" in r.stderr
+
+
+def test_chained_stages_make_one_graph_per_pixel(graphs):
+    """--chain-stages: encoder, decoder and read-out in one graph; the decoder's first state
+    reads wait for the encoder's last writes, so the critical path is at least the sum."""
+    sep = graphs("seq2seqlite-float")
+    one = graphs("seq2seqlite-float", chain_stages=True)["pixel"]
+    assert len(one) == sum(len(g) for g in sep.values())
+    assert one.critical_path(TABLE) >= sep["encoder"].critical_path(TABLE) + sep["decoder"].critical_path(TABLE)
+    first_dec_read = next(i for i, lab in enumerate(one.labels) if "/decoder/" in lab and one.kinds[i] == "read_hidden")
+    assert any(one.kinds[p] == "write_hidden" and "/encoder/" in one.labels[p] for p in one.preds[first_dec_read])

@@ -46,5 +46,5 @@ def schedule_model(model_path: str | Path, pixels: list[int], options: Options =
         graphs = {s: graphs[s] for s in stages}
     result = study(graphs, pixels, table, policy, interval, baseline, engine)
     result.update({"model": str(model_path), "steps": options.steps, "gru_form": options.gru_form,
-                   "fuse_chains": options.fuse_chains})
+                   "fuse_chains": options.fuse_chains, "chain_stages": options.chain_stages})
     return result, graphs

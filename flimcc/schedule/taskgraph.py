@@ -29,7 +29,10 @@ reset-after or reset-before form before lowering (the seeds' 2024 Seq2SeqLite gr
 reset-after, while the QKeras model is reset-before, which puts the candidate's product
 behind r); `fuse_chains` accumulates a layer's x @ W and h @ U in one chain (the seeds'
 teacher graphs) instead of two chains and an add, where the model adds the input
-projection as the recurrent product's bias (a Gemm's C, as `unroll-gru` writes GRU nodes).
+projection as the recurrent product's bias (a Gemm's C, as `unroll-gru` writes GRU nodes);
+`chain_stages` makes one graph per pixel ("pixel") in which the decoder waits for the
+encoder's final state writes and the read-out for the decoder's outputs, instead of
+STOMP's separate graphs.
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ GRU_FORMS = ("model", "reset-after", "reset-before")
 @dataclass(frozen=True)
 class Options:
     """What graph to build: `steps` time steps per graph (T-step DAGs chain the states),
-    `gru_form` and `fuse_chains` as in the module docstring."""
+    `gru_form`, `fuse_chains` and `chain_stages` as in the module docstring."""
 
     steps: int = 1
     gru_form: str = "model"
     fuse_chains: bool = False
+    chain_stages: bool = False
 
 
 @dataclass
@@ -303,8 +307,10 @@ def stage_name(index: int, count: int) -> str:
 class _Lowering:
     """Tasks of one stage for `steps` steps, into `tg`."""
 
-    def __init__(self, tg: TaskGraph, g: _Graph, stage: dict[str, int], current: int, options: Options):
+    def __init__(self, tg: TaskGraph, g: _Graph, stage: dict[str, int], current: int, options: Options,
+                 carry: dict[str, _Value] | None = None):
         self.tg, self.g, self.stage, self.current, self.options = tg, g, stage, current, options
+        self.carry = carry  # the earlier stages' last values, their tasks in `tg` (chain_stages)
         self.loop_states: dict[str, list[_Value]] = {}
 
     # -- helpers ------------------------------------------------------------------------
@@ -364,6 +370,10 @@ class _Lowering:
 
     def node(self, node, env: dict[str, _Value], g: _Graph, emit: bool) -> None:
         op = node.op_type
+        if not emit and self.carry is not None and all(o in self.carry for o in node.output):
+            for o in node.output:  # an earlier stage's result, waited for in this graph
+                env[o] = self.carry[o]
+            return
         ins = [self.value(i, env, g) if i else None for i in node.input]
         label = node.name or node.output[0]
         if op == "Scan":
@@ -565,15 +575,23 @@ def stage_graphs(model, options: Options = Options()) -> dict[str, TaskGraph]:
     out: dict[str, TaskGraph] = {}
     outputs = [o.name for o in model.graph.output]
     post_deps: list[tuple[int, ...]] = []
+    whole = TaskGraph("pixel") if options.chain_stages else None
+    carry: dict[str, _Value] | None = {} if whole is not None else None
     for s in range(count):
-        tg = TaskGraph(stage_name(s, count))
-        low = _Lowering(tg, g, stage, s, options)
+        tg = whole if whole is not None else TaskGraph(stage_name(s, count))
+        low = _Lowering(tg, g, stage, s, options, carry)
         for t in range(options.steps):
             env = low.step(t)
             if s == count - 1:
                 post_deps.append(tuple(d for o in outputs if o in env for d in env[o].deps))
-        out[tg.name] = tg
+        if whole is None:
+            out[tg.name] = tg
+        else:
+            carry = {**carry, **env}
     width = min(g.width(o) for o in outputs)
+    if whole is not None:  # the read-out waits for the decoder's outputs
+        _post(whole, width, post_deps)
+        return {"pixel": whole}
     post = TaskGraph("post")
     _post(post, width, [() for _ in post_deps])  # its own graph: the decoder's outputs are in memory
     out["post"] = post
