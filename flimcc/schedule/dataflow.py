@@ -52,6 +52,34 @@ def _words(inst) -> int:
     return max(1, math.prod(int(d) for d in shape[:-1]))
 
 
+class _Stream:
+    """A stream holding `capacity` vectors; 0: none -- a producer waits until its vector is
+    taken (a FIFO shallower than one vector, or a plain connection: the producer cannot run
+    a vector ahead of its consumer)."""
+
+    def __init__(self, env, capacity: int):
+        import simpy
+
+        self.env = env
+        self.store = simpy.Store(env, capacity=max(capacity, 1))
+        self.rendezvous = capacity == 0
+        self.put_count = self.taken_count = 0
+        self.waiter = None
+
+    def put(self):
+        yield self.store.put(1)
+        self.put_count += 1
+        while self.rendezvous and self.taken_count < self.put_count:
+            self.waiter = self.env.event()
+            yield self.waiter
+
+    def get(self):
+        yield self.store.get()
+        self.taken_count += 1
+        if self.waiter is not None and not self.waiter.triggered:
+            self.waiter.succeed()
+
+
 def simulate_loop(node, loop, steps: int | None = None) -> dict:
     """Cycles of one RecurrentLoop as a dataflow (module docstring): the simulated cycles
     per pixel against the estimate's."""
@@ -65,14 +93,14 @@ def simulate_loop(node, loop, steps: int | None = None) -> dict:
     steps = iterations if steps is None else max(1, min(int(steps), iterations))
     inits = {t.name for t in g.initializer}
     env = simpy.Environment()
-    queues: dict[str, simpy.Store] = {}
+    queues: dict[str, _Stream] = {}
     capacity: dict[str, int] = {}
     for n in g.node:
         inst = getCustomOp(n)
         if n.op_type.startswith("StreamingFIFO"):
-            capacity[n.output[0]] = max(1, int(inst.get_nodeattr("depth")) // _words(inst))
+            capacity[n.output[0]] = int(inst.get_nodeattr("depth")) // _words(inst)
     for name in [i.name for i in g.input] + [o for n in g.node for o in n.output]:
-        queues[name] = simpy.Store(env, capacity=capacity.get(name, 1))
+        queues[name] = _Stream(env, capacity.get(name, 0))
     busy: dict[str, int] = {}
 
     def server(n, cycles: int):
@@ -80,12 +108,12 @@ def simulate_loop(node, loop, steps: int | None = None) -> dict:
         outs = [queues[o] for o in n.output]
         while True:
             for q in ins:
-                yield q.get()
+                yield from q.get()
             if cycles:
                 yield env.timeout(cycles)
                 busy[n.name] = busy.get(n.name, 0) + cycles
             for q in outs:
-                yield q.put(1)
+                yield from q.put()
 
     for n in g.node:
         cycles = 0 if n.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter")) \
@@ -103,19 +131,19 @@ def simulate_loop(node, loop, steps: int | None = None) -> dict:
             for _ in range(pixels):
                 for k in range(n_state):
                     if t:
-                        yield queues[b_out[k]].get()
-                    yield queues[b_in[k]].put(1)
+                        yield from queues[b_out[k]].get()
+                    yield from queues[b_in[k]].put()
         for _ in range(pixels):  # the last step's states leave the loop
             for k in range(n_state):
-                yield queues[b_out[k]].get()
+                yield from queues[b_out[k]].get()
 
     def source(name: str):
         for _ in range(steps * pixels):
-            yield queues[name].put(1)
+            yield from queues[name].put()
 
     def sink(name: str):
         for k in range(steps * pixels):
-            yield queues[name].get()
+            yield from queues[name].get()
             if (k + 1) % pixels == 0:
                 done_steps[name].append(env.now)
 
