@@ -7,8 +7,9 @@
 - The quantized student (:class:`QuantSeq2SeqLite`): QONNX through Brevitas'
   ``export_qonnx`` (TorchScript, opset 17). The time loop is Python, so the export is the
   GRU unrolled over T (about 19 nodes per step and layer) with one ``Quant`` per weight
-  tensor. The batch is 1 (a symbolic batch does not survive shape inference through the
-  custom ops; flimcc re-batches at run time).
+  tensor. Brevitas traces at batch 1; `dynamic_batch` then makes the batch axis symbolic
+  ("batch") and drops the initializers TorchScript lists as graph inputs and the traced
+  intermediate shapes (shape inference recomputes them for whatever batch a tool binds).
 
 :func:`check_export` runs the file with :func:`flimcc.execute` (onnxruntime for a
 standard graph; qonnx's ``Quant`` in Python and every other node in onnxruntime for
@@ -63,7 +64,8 @@ def export_float(model: nn.Module, path: str | os.PathLike, steps: int = DEFAULT
 
 
 def export_qonnx(model: QuantSeq2SeqLite, path: str | os.PathLike, steps: int = DEFAULT_N_GATES) -> Path:
-    """The quantized student as QONNX, unrolled over ``steps``; input "x" (1, steps, 1)."""
+    """The quantized student as QONNX, unrolled over ``steps``; input "x" (1, steps, 1) as
+    traced (`export` makes the batch symbolic)."""
     from brevitas.export import export_qonnx as brevitas_export_qonnx
 
     path = Path(path)
@@ -72,6 +74,25 @@ def export_qonnx(model: QuantSeq2SeqLite, path: str | os.PathLike, steps: int = 
         brevitas_export_qonnx(model.eval(), args=torch.zeros(1, steps, 1), export_path=str(path),
                               dynamo=False, opset_version=OPSET, input_names=["x"], output_names=["y"])
     return path
+
+
+def dynamic_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph's leading axis made symbolic: inputs and outputs get dim_param "batch";
+    initializers no longer listed as graph inputs (TorchScript's export lists them, which
+    makes them look overridable); the traced value_info dropped, as its shapes hold the
+    trace's batch of 1. In place; returns `proto`."""
+    g = proto.graph
+    inits = {t.name for t in g.initializer}
+    keep = [i for i in g.input if i.name not in inits]
+    del g.input[:]
+    g.input.extend(keep)
+    for vi in list(g.input) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    del g.value_info[:]
+    return proto
 
 
 def export(model: nn.Module, path: str | os.PathLike, steps: int = DEFAULT_N_GATES,
@@ -83,6 +104,8 @@ def export(model: nn.Module, path: str | os.PathLike, steps: int = DEFAULT_N_GAT
     props = {"flimcc.model": type(model).__name__, "flimcc.steps": str(steps),
              "flimcc.bits": str(model.bits) if quantized else "float", **(metadata or {})}
     proto = onnx.load(path)
+    if quantized:
+        dynamic_batch(proto)
     onnx.helper.set_model_props(proto, props)
     proto.producer_name = "flimcc"
     onnx.save(proto, path)

@@ -79,3 +79,30 @@ def test_qonnx_export_at_4_bits_hard_sigmoid_runs_bit_exact_in_qonnx(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     assert np.array_equal(got, expected)
+
+
+def test_qonnx_export_has_a_dynamic_batch_axis(tmp_path):
+    """The QONNX export's batch is symbolic, its initializers are not graph inputs, and a
+    batch of 5 gives what five single decays give (and what PyTorch gives)."""
+    torch.manual_seed(4)
+    model = QuantSeq2SeqLite(bits=8, sigmoid="hard", tanh="hard")
+    path = export(model, tmp_path / "dyn.onnx", steps=QUANT_STEPS)
+    proto = onnx.load(path)
+    assert [i.name for i in proto.graph.input] == ["x"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    x = _decays(5, QUANT_STEPS)
+    batch = flimcc.execute(flimcc.load(path, batch=5), {"x": x})["y"]
+    singles = np.concatenate([flimcc.execute(flimcc.load(path), {"x": x[i:i + 1]})["y"] for i in range(5)])
+    assert np.array_equal(batch, singles)
+    assert check_export(model, path, x).bit_exact
+
+
+@pytest.mark.parametrize("name", ["seq2seqlite-int8", "seq2seqlite-int8-hard", "seq2seqlite-int4"])
+def test_shipped_qonnx_models_have_a_dynamic_batch_axis(name):
+    from flimcc.models import zoo
+
+    proto = onnx.load(zoo.path(name))
+    assert [i.name for i in proto.graph.input] == ["x"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert zoo.card(name)["export"]["bytes"] == zoo.path(name).stat().st_size
