@@ -308,6 +308,8 @@ def run_cmd(source, data, out_dir, gate_width, bin_width, resample, background, 
         task = bar.add_task("decode", total=None)
         rec = run_recording(job, out_dir, workers=workers,
                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+    for line in rec["warnings"]:
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         click.echo(json.dumps(rec, indent=2, sort_keys=True))
     else:

@@ -222,6 +222,7 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
             put(lo, hi, decode_block(job, lo, hi, counts))
     seconds = time.perf_counter() - t0
     skipped = int(np.isnan(maps["tau_mean"]).sum())
+    warnings = _range_warnings(src, counts)
     record = {
         "source": job.source, "source_kind": src.kind, "data": job.data, "read": notes["read"],
         "shape": list(shape), "pixels": n, "decoded": n - skipped, "skipped": skipped,
@@ -232,6 +233,7 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
         "maps": {k: f"{k}.tif" for k in MAPS}, "figure": "maps.png",
         "curves": "curves.npy: (*shape, gates, 3) [full, short, long], NaN where skipped" if job.curves else None,
         "tau_mean": "frac * tau1 + (1 - frac) * tau2 (amplitude-weighted)",
+        "warnings": warnings,
     }
     image = {k: v.reshape(shape) for k, v in maps.items()}
 
@@ -244,6 +246,22 @@ def run_recording(job: Job, out_dir: str | Path, workers: int = 1, progress=None
 
     write_folder(out, write, kind="run")
     return record
+
+
+def _range_warnings(src: Source, counts: np.ndarray) -> list[str]:
+    """Where the recording leaves the training range of the source's model card (a zoo
+    model's, found by its `flimcc.zoo` metadata): `flimcc.models.card_range`."""
+    from flimcc.models import zoo
+    from flimcc.models.card_range import warnings_for
+
+    name = src.meta.get("flimcc.zoo")
+    if not name:
+        return []
+    try:
+        card = zoo.card(name)
+    except (KeyError, OSError, ValueError):
+        return []
+    return warnings_for(counts, card, name)
 
 
 def _worker_init(threads: int) -> None:
