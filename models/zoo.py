@@ -90,7 +90,40 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
                    "max_abs_err": check.max_abs_err, "bit_exact": check.bit_exact,
                    "bytes": onnx_path.stat().st_size},
     }
+    entry["comparison"] = comparison(onnx_path, name)
     onnx_path.with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
+    write_readme(zoo_dir)
+    return entry
+
+
+def comparison(onnx_path: Path, name: str, samples: int = 2000) -> dict:
+    """The model beside the classical baselines (`evaluate.compare`) on the test set and on
+    another instrument (`evaluate.shifted_test_set`): lifetime errors and seconds per
+    10,000 pixels of each, as a card records them."""
+    from .evaluate import compare, shifted_test_set
+    from .test_set import TEST_SEED, make_test_set
+
+    out = {}
+    for label, data, seed in (("test_set", make_test_set(samples), TEST_SEED),
+                              ("shifted", shifted_test_set(samples), TEST_SEED + 1)):
+        rows = compare(data, {name: onnx_path})
+        out[label] = {"samples": samples, "seed": seed, "config": json.loads(json.dumps(data.config.to_dict())),
+                      "rows": {k: {"errors": _no_nan(v["errors"]), "seconds_per_10k": round(v["seconds_per_10k"], 3)}
+                               for k, v in rows.items()}}
+    return out
+
+
+def _no_nan(errors: dict) -> dict:
+    """NaN (a method that says nothing of a quantity) as null: cards are strict JSON."""
+    return {q: {k: (None if isinstance(v, float) and v != v else v) for k, v in e.items()} for q, e in errors.items()}
+
+
+def add_comparison(name: str, samples: int = 2000, zoo_dir: Path = ZOO_DIR) -> dict:
+    """Measure `comparison` for a shipped model and write it into its card (and README)."""
+    file = zoo_dir / f"{name}.onnx"
+    entry = json.loads(file.with_suffix(".json").read_text())
+    entry["comparison"] = comparison(file, name, samples)
+    file.with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
     write_readme(zoo_dir)
     return entry
 
@@ -104,12 +137,26 @@ def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
              "Training ran on a shared CPU with one torch thread; its seconds include that machine's load.", "",
              "| model | format | params | bits | RMSE | R^2 | L2 | tau1 MAE | tau2 MAE | train s | export |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for file in sorted(zoo_dir.glob("*.json")):
-        c = json.loads(file.read_text())
+    cards = [json.loads(file.read_text()) for file in sorted(zoo_dir.glob("*.json"))]
+    for c in cards:
         full, life = c["accuracy"]["full"], c["accuracy"]["lifetimes"]
         lines.append(f"| {c['name']} | {c['format']} | {c['parameters']:,} | {c['bits']} | {full['rmse']:.4f} "
                      f"| {full['r2']:.4f} | {full['l2']:.4f} | {life['tau1_mae']:.3f} | {life['tau2_mae']:.3f} "
                      f"| {c['training']['seconds']:.0f} | {c['export']['check']} |")
+    for label, title in (("test_set", "the test set"), ("shifted", "another instrument (`evaluate.shifted_test_set`)")):
+        rows = {}
+        for c in cards:
+            rows.update((c.get("comparison") or {}).get(label, {}).get("rows", {}))
+        if not rows:
+            continue
+        lines += ["", f"Beside the classical baselines, on {title} (`flimcc.models.baselines`; the file run by "
+                  "`flimcc.execute`): MAE (bias) in ns, seconds per 10,000 pixels.", "",
+                  "| estimator | tau1 | tau2 | f | tau_mean | s / 10k px |", "|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            cells = [("-" if r["errors"][q]["mae"] is None else
+                      f"{r['errors'][q]['mae']:.3f} ({r['errors'][q]['bias']:+.3f})") for q in ("tau1", "tau2", "f",
+                                                                                          "tau_mean")]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds_per_10k']:.2f} |")
     readme = zoo_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n")
     return readme
@@ -123,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("checkpoint", help="a run's best.pt or checkpoint.pt")
     s.add_argument("name")
     s.add_argument("--check", type=int, default=8, help="test decays for the export check")
+    c = sub.add_parser("compare", help="measure shipped models beside the classical baselines into their cards")
+    c.add_argument("names", nargs="*", help="models (default: all)")
+    c.add_argument("--samples", type=int, default=2000)
     args = p.parse_args(argv)
+    if args.command == "compare":
+        for name in args.names or names():
+            rows = add_comparison(name, args.samples)["comparison"]["test_set"]["rows"]
+            print(f"{name}: tau_mean MAE {rows[name]['errors']['tau_mean']['mae']:.3f} ns "
+                  f"(area over peak {rows['area-over-peak']['errors']['tau_mean']['mae']:.3f})")
+        return 0
     if args.command == "list":
         for name in names():
             c = card(name)

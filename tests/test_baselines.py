@@ -66,3 +66,25 @@ def test_comparison_puts_models_beside_the_baselines():
     assert np.isnan(rows["area-over-peak"]["errors"]["tau1"]["mae"])
     table = comparison_table(rows)
     assert table.count("\n") == 5 and "| least-squares |" in table
+
+
+def test_zoo_cards_record_the_comparison(tmp_path):
+    """`zoo compare` writes the model beside the baselines, in and out of distribution, into
+    its card, and the zoo README gets the tables."""
+    import json
+    import shutil
+
+    from flimcc.models import zoo
+
+    for suffix in (".onnx", ".json"):
+        shutil.copy(zoo.path("seq2seqlite-float").with_suffix(suffix), tmp_path)
+    card = zoo.add_comparison("seq2seqlite-float", samples=30, zoo_dir=tmp_path)
+    for label in ("test_set", "shifted"):
+        rows = card["comparison"][label]["rows"]
+        assert list(rows) == ["seq2seqlite-float", "area-over-peak", "least-squares", "phasor"]
+        assert rows["seq2seqlite-float"]["errors"]["tau_mean"]["mae"] > 0
+    assert card["comparison"]["shifted"]["config"]["irf_center"] == 2.0
+    assert json.loads((tmp_path / "seq2seqlite-float.json").read_text())["comparison"] == json.loads(json.dumps(card["comparison"]))
+    assert card["comparison"]["test_set"]["rows"]["area-over-peak"]["errors"]["tau1"]["mae"] is None
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.count("Beside the classical baselines") == 2 and "| least-squares |" in readme
