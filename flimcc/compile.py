@@ -157,6 +157,11 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
     # from Shape(x), which fold-constants turns into constants of that batch; they end as
     # loop flags and biases, so the hardware graph itself is re-batched freely afterwards.
     model = flimcc.load(model_path, dims=dims, batch=max(verify_samples, 1))
+    if not _has_gru(model) and model.get_tensor_shape(model.graph.input[0].name)[0] != 1:
+        # an unrolled export (QONNX) with a symbolic batch: roll-loop's bodies are built at
+        # batch 1 and lower-finn then mismatches a larger graph batch, so such a file is
+        # compiled at batch 1, as traced (the executor re-batches the verification inputs)
+        model = flimcc.load(model_path, dims=dims, batch=1)
     if target.kind == "cpu":
         return _compile_cpu(model, target, out, verify_samples, seed)
     clock = float(clock_mhz or target.default_clock_mhz)

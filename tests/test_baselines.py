@@ -88,3 +88,23 @@ def test_zoo_cards_record_the_comparison(tmp_path):
     assert card["comparison"]["test_set"]["rows"]["area-over-peak"]["errors"]["tau1"]["mae"] is None
     readme = (tmp_path / "README.md").read_text()
     assert readme.count("Beside the classical baselines") == 2 and "| least-squares |" in readme
+
+
+def test_shipped_float_student_beats_the_baselines_with_little_bias():
+    """The zoo's float Seq2SeqLite (trained on the ground truth, issue 14): on the test set
+    its tau_mean is within 0.03 ns of the truth on average (the issue's goal is 0.02; the
+    distilled zoo models read +0.02-0.11 from their 8-epoch teacher), at least 30% better
+    than area over peak; on 400 decays its tau1 and tau2 are no worse than the least-squares
+    fit's."""
+    from flimcc.models import zoo
+    from flimcc.models.evaluate import compare
+    from flimcc.models.test_set import make_test_set
+
+    name = "seq2seqlite-float"
+    full = compare(make_test_set(2000), {name: zoo.path(name)}, methods=["area-over-peak"])
+    ours, aop = full[name]["errors"]["tau_mean"], full["area-over-peak"]["errors"]["tau_mean"]
+    assert abs(ours["bias"]) < 0.03 and ours["mae"] <= 0.7 * aop["mae"]
+    few = make_test_set(400)
+    rows = compare(few, {name: zoo.path(name)}, methods=["least-squares"])
+    for q in ("tau1", "tau2"):
+        assert rows[name]["errors"][q]["mae"] <= rows["least-squares"]["errors"][q]["mae"], q
