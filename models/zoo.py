@@ -97,10 +97,10 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
 
 
 def comparison(onnx_path: Path, name: str, samples: int = 2000) -> dict:
-    """The model beside the classical baselines (`evaluate.compare`) on the test set and on
-    another instrument (`evaluate.shifted_test_set`): lifetime errors and seconds per
+    """The model beside the classical baselines (`comparison.compare`) on the test set and on
+    another instrument (`comparison.shifted_test_set`): lifetime errors and seconds per
     10,000 pixels of each, as a card records them."""
-    from .evaluate import compare, shifted_test_set
+    from .comparison import compare, shifted_test_set
     from .test_set import TEST_SEED, make_test_set
 
     out = {}
@@ -143,7 +143,7 @@ def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
         lines.append(f"| {c['name']} | {c['format']} | {c['parameters']:,} | {c['bits']} | {full['rmse']:.4f} "
                      f"| {full['r2']:.4f} | {full['l2']:.4f} | {life['tau1_mae']:.3f} | {life['tau2_mae']:.3f} "
                      f"| {c['training']['seconds']:.0f} | {c['export']['check']} |")
-    for label, title in (("test_set", "the test set"), ("shifted", "another instrument (`evaluate.shifted_test_set`)")):
+    for label, title in (("test_set", "the test set"), ("shifted", "another instrument (`comparison.shifted_test_set`)")):
         rows = {}
         for c in cards:
             rows.update((c.get("comparison") or {}).get(label, {}).get("rows", {}))

@@ -55,7 +55,7 @@ def test_phasor_resolves_two_components_and_reads_one():
 
 def test_comparison_puts_models_beside_the_baselines():
     from flimcc.models import zoo
-    from flimcc.models.evaluate import compare, comparison_table
+    from flimcc.models.comparison import compare, comparison_table
 
     data = simulate(40, SimConfig(), seed=9)
     rows = compare(data, {"student": zoo.path("seq2seqlite-float")})
@@ -97,7 +97,7 @@ def test_shipped_float_student_beats_the_baselines_with_little_bias():
     than area over peak; on 400 decays its tau1 and tau2 are no worse than the least-squares
     fit's."""
     from flimcc.models import zoo
-    from flimcc.models.evaluate import compare
+    from flimcc.models.comparison import compare
     from flimcc.models.test_set import make_test_set
 
     name = "seq2seqlite-float"
