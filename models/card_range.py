@@ -41,22 +41,18 @@ def sim_config(card: dict) -> SimConfig | None:
 
 def rise(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(half-rise gate, 10-90% rise gates) of each (n, T) curve: the first gate at half the
-    peak (linearly interpolated) and the gates from 10% to 90% of the peak on the way up."""
+    peak (linearly interpolated) and the gates from 10% to 90% of the peak on the way up
+    (the first crossing of a level comes at or before the peak, so it is on the way up)."""
     c = np.asarray(curves, dtype=np.float64)
-    peak = c.max(axis=1, keepdims=True)
-    peak_at = c.argmax(axis=1)
+    peak = c.max(axis=1)
+    rows = np.arange(len(c))
 
     def crossing(level: float) -> np.ndarray:
-        out = np.empty(len(c))
-        for i, (row, p, top) in enumerate(zip(c, peak[:, 0], peak_at)):
-            head = row[:top + 1]
-            k = int(np.argmax(head >= level * p))
-            if k == 0:
-                out[i] = 0.0
-                continue
-            lo, hi = head[k - 1], head[k]
-            out[i] = k - 1 + (level * p - lo) / (hi - lo) if hi > lo else k
-        return out
+        target = level * peak
+        k = np.argmax(c >= target[:, None], axis=1)
+        lo, hi = c[rows, np.maximum(k - 1, 0)], c[rows, k]
+        frac = np.where(hi > lo, (target - lo) / np.where(hi > lo, hi - lo, 1.0), 1.0)
+        return np.where(k == 0, 0.0, k - 1 + frac)
 
     return crossing(0.5), crossing(0.9) - crossing(0.1)
 
