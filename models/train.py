@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -63,6 +64,8 @@ class TrainConfig:
     alpha: float = 0.6
     teacher: str | None = None  # teacher checkpoint for distillation
     seed: int = 0
+    schedule: str = "constant"  # learning rate over the epochs: "constant" | "cosine" (see epoch_lr)
+    init: str | None = None  # checkpoint whose weights start the run (see initial_weights)
     sim: dict[str, Any] = dataclasses.field(default_factory=lambda: SimConfig().to_dict())
 
     @classmethod
@@ -84,14 +87,46 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        for name, neutral in RETIRED_FIELDS.items():
+            # A checkpoint from before a field was retired still loads when the field had
+            # the value that made it a no-op; any other value trained something else.
+            if name in data and data.pop(name) != neutral:
+                raise ValueError(f"checkpoint config uses the retired option {name!r}; "
+                                 f"this flimcc cannot reproduce that run")
+        if data.get("schedule", "constant") not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {data['schedule']!r}")
         return cls(**data)
+
+
+#: Options older runs stored, with the value under which they changed nothing.
+RETIRED_FIELDS = {"tau_weight": 0.0}
+SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch``: constant, or cosine from ``lr`` down to ``lr / 50``
+    at the last epoch (a late, small step size is what takes the curve error below the
+    plateau a constant rate stalls on)."""
+    if config.schedule == "constant" or config.epochs <= 1:
+        return config.lr
+    floor = config.lr / 50
+    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * epoch / (config.epochs - 1)))
+
+
+def is_torch_gru(config: TrainConfig) -> bool:
+    """Whether the config's student is PyTorch's float GRU (`Seq2SeqLite`, reset-after,
+    logistic/tanh). A float student with a hard activation is the quantized architecture
+    with its quantizers off (`QuantSeq2SeqLite(bits=None)`): the float shadow a QAT run
+    starts from (``--init``)."""
+    return config.model == "student" and config.bits is None and (config.sigmoid, config.tanh) == ("logistic", "tanh")
 
 
 def build_model(config: TrainConfig) -> nn.Module:
     """The untrained model a config describes."""
     if config.model == "teacher":
         return Seq2Seq(config.hidden, config.layers)
-    if config.bits is None:
+    if is_torch_gru(config):
         return Seq2SeqLite(config.hidden)
     return QuantSeq2SeqLite(config.hidden, config.bits, config.linear_before_reset, config.sigmoid, config.tanh)
 
@@ -103,6 +138,23 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Mo
     model = build_model(config).to(device)
     model.load_state_dict(ckpt["model"])
     return model.eval(), config, ckpt
+
+
+def initial_weights(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+    """Load ``config.init``'s weights into ``model`` (the run's architecture): every weight
+    and bias of the checkpoint must have its place and shape; only the quantizers' own
+    state (absent from a float shadow) may stay as built. This is how a quantized student
+    starts from its trained float shadow instead of from random weights."""
+    ckpt = torch.load(config.init, map_location=device, weights_only=False)
+    source = ckpt["model"]
+    target = model.state_dict()
+    misfit = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
+    if misfit:
+        raise ValueError(f"--init {config.init}: its weights do not fit this model ({', '.join(misfit[:4])})")
+    missing = [k for k in target if k not in source and "quant" not in k]
+    if missing:
+        raise ValueError(f"--init {config.init}: it has no {', '.join(missing[:4])}")
+    model.load_state_dict(source, strict=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -234,12 +286,16 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, dev
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+    elif config.init is not None:
+        initial_weights(model, config, dev)
     train_data, val_data = make_data(config, dev)
     config = _attach_teacher(config, train_data, val_data, dev, log)
     if not history:
         history.append({"epoch": 0, "train_loss": None, **_validate(model, val_data, config), "seconds": 0.0})
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
         train_loss = _train_epoch(model, opt, train_data, config, epoch, quiet)
         val = _validate(model, val_data, config)
         seconds = time.perf_counter() - t0
@@ -251,12 +307,15 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, dev
 
 
 def _resumed_config(saved: TrainConfig, asked: TrainConfig, log) -> TrainConfig:
-    """The checkpoint's config; only the number of epochs may be raised on resume."""
+    """The checkpoint's config; on resume the number of epochs may be raised and a cosine
+    schedule asked for (both only shape what is still to come; a resume that does not name
+    a schedule keeps the checkpoint's)."""
     ignored = [f.name for f in dataclasses.fields(TrainConfig)
-               if f.name != "epochs" and getattr(saved, f.name) != getattr(asked, f.name)]
+               if f.name not in ("epochs", "schedule") and getattr(saved, f.name) != getattr(asked, f.name)]
     if ignored:
         log(f"resume keeps the checkpoint's {', '.join(ignored)}")
-    return dataclasses.replace(saved, epochs=max(saved.epochs, asked.epochs))
+    return dataclasses.replace(saved, epochs=max(saved.epochs, asked.epochs),
+                               schedule=saved.schedule if asked.schedule == "constant" else asked.schedule)
 
 
 # --- command line ------------------------------------------------------------------------
@@ -287,6 +346,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, help="distillation weight (default 0.6)")
     p.add_argument("--teacher", help="teacher checkpoint for distillation")
     p.add_argument("--seed", type=int)
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the epochs (default constant)")
+    p.add_argument("--init", help="checkpoint to start from (a quantized student from its float shadow, "
+                   "--bits float --sigmoid hard --tanh hard)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     # The per-step tensors are small (B x 3H): a second thread costs more in synchronisation
@@ -299,7 +361,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = dict(QUICK) if args.quick else {}
     if args.samples is not None:
         overrides |= {"samples": args.samples, "val_samples": max(32, args.samples // 10)}
-    for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed"):
+    for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed", "schedule", "init"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.model == "student":

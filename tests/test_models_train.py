@@ -12,6 +12,9 @@ from flimcc.models.train import (
     CHECKPOINT,
     SUMMARY,
     TrainConfig,
+    build_model,
+    epoch_lr,
+    initial_weights,
     load_checkpoint,
     loss_fn,
     main,
@@ -94,3 +97,44 @@ def test_bad_bit_width_is_rejected(capsys):
     with pytest.raises(SystemExit):
         main(["student", "--bits", "5"])
     assert "--bits must be 8, 6, 4 or float" in capsys.readouterr().err
+
+
+def test_cosine_schedule_on_a_hand_worked_case():
+    config = TrainConfig(lr=1.0, epochs=3, schedule="cosine")
+    # floor = lr / 50 = 0.02; the middle epoch is halfway down: 0.02 + 0.49 * (1 + cos(pi / 2))
+    assert [epoch_lr(config, e) for e in range(3)] == pytest.approx([1.0, 0.51, 0.02])
+    assert epoch_lr(TrainConfig(lr=0.3, epochs=3), 2) == 0.3
+
+
+def test_resume_keeps_the_checkpoints_schedule_unless_one_is_named(tmp_path):
+    first = TrainConfig.for_model("student", bits=None, epochs=1, schedule="cosine", **TINY)
+    train(first, tmp_path, quiet=True, threads=1)
+    again = train(TrainConfig.for_model("student", bits=None, epochs=2, **TINY), tmp_path, resume=True,
+                  quiet=True, threads=1)
+    assert again["config"]["schedule"] == "cosine" and again["epochs_done"] == 2
+
+
+def test_old_checkpoints_with_a_retired_no_op_option_still_load():
+    data = TrainConfig().to_dict()
+    assert TrainConfig.from_dict({**data, "tau_weight": 0.0}) == TrainConfig()
+    with pytest.raises(ValueError, match="retired option 'tau_weight'"):
+        TrainConfig.from_dict({**data, "tau_weight": 0.5})
+
+
+def test_quantized_student_starts_from_its_float_shadow(tmp_path):
+    shadow = TrainConfig.for_model("student", bits=None, sigmoid="hard", tanh="hard", epochs=1, **TINY)
+    train(shadow, tmp_path / "shadow", quiet=True, threads=1)
+    saved = torch.load(tmp_path / "shadow" / CHECKPOINT, weights_only=False)["model"]
+    qat = TrainConfig.for_model("student", bits=8, sigmoid="hard", tanh="hard", epochs=1,
+                                init=str(tmp_path / "shadow" / CHECKPOINT), **TINY)
+    model = build_model(qat)
+    assert type(build_model(shadow)).__name__ == "QuantSeq2SeqLite"  # the same architecture
+    initial_weights(model, qat, torch.device("cpu"))
+    for key, value in saved.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # A checkpoint of another architecture is refused by name, before any training.
+    teacher = TrainConfig.for_model("teacher", hidden=8, epochs=1, **TINY)
+    train(teacher, tmp_path / "teacher", quiet=True, threads=1)
+    with pytest.raises(ValueError, match="--init .*teacher.*do not fit"):
+        initial_weights(build_model(qat), TrainConfig(init=str(tmp_path / "teacher" / CHECKPOINT)),
+                        torch.device("cpu"))
