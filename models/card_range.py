@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-from .fli_data import SimConfig, simulate
+from .fli_data import SimConfig, describe, simulate, span
 
 #: the share of pixels outside the photon range that makes a warning
 OUTSIDE_SHARE = 0.05
@@ -77,7 +77,7 @@ def warnings_for(counts: np.ndarray, card: dict, name: str) -> list[str]:
     lo, hi = np.percentile(ref_half, [1, 99]) + (-1, 1)
     if not lo <= half[0] <= hi:
         out.append(f"the decay rises to half its peak at {half[0] * dt:.2f} ns, outside the {lo * dt:.2f}-"
-                   f"{hi * dt:.2f} ns that {name} was trained on (its IRF at {cfg.irf_center:g} ns): lifetimes "
+                   f"{hi * dt:.2f} ns that {name} was trained on (its IRF at {describe(cfg.irf_center)} ns): lifetimes "
                    "may be biased; a model trained with this instrument's IRF is needed")
     # the recording's rise is a sum over pixels, blurred by any jitter between them: no
     # sharper than one pixel's sharpest (less a gate), no wider than the training decays'
@@ -86,10 +86,10 @@ def warnings_for(counts: np.ndarray, card: dict, name: str) -> list[str]:
     wlo, whi = np.percentile(ref_width, 1) - 1, 1.3 * summed + 1
     if not wlo <= width[0] <= whi:
         out.append(f"the decay's 10-90% rise takes {width[0] * dt:.2f} ns, outside the {max(wlo, 0) * dt:.2f}-"
-                   f"{whi * dt:.2f} ns of {name}'s training (IRF FWHM {cfg.irf_fwhm:g} ns)")
+                   f"{whi * dt:.2f} ns of {name}'s training (IRF FWHM {describe(cfg.irf_fwhm)} ns)")
     if cfg.photon_range is not None:
         plo, phi = cfg.photon_range
-        peaks = counts[lit].max(axis=1) - cfg.background
+        peaks = counts[lit].max(axis=1) - float(np.mean(span(cfg.background)))
         low, high = float((peaks < plo).mean()), float((peaks > 1.5 * phi).mean())
         if low > OUTSIDE_SHARE:
             out.append(f"{low:.0%} of the pixels peak below {plo:g} photons per gate, fewer than {name} was "

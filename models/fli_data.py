@@ -23,6 +23,10 @@ forward model shared by the published simulators (shared reference
    expected count in the brightest gate of the noise-free convolved curve
    (peak counts, as in FLI-Net); ``background`` adds a Poisson background of
    that mean per gate.  ``photon_range=None`` gives noise-free curves.
+
+The instrument (``irf_center``, ``irf_fwhm``, ``background``) is one value, or
+a ``(low, high)`` range drawn uniformly per decay: a model trained over ranges
+is meant for any instrument inside them (`INSTRUMENTS` names such sets).
 5. Normalisation: ``x = counts / max(counts)``, so every input peaks at
    exactly 1 (an all-zero histogram, possible only at a few counts, stays 0).
 
@@ -75,6 +79,28 @@ def _as_range(name: str, value: Any, low: float, high: float) -> Range:
     return pair  # type: ignore[return-value]
 
 
+def _as_value_or_range(name: str, value: Any, low: float, high: float) -> float | Range:
+    """A number, or a (low, high) range of them (a degenerate range is the number)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        pair = _as_range(name, value, low, high)
+        return pair[0] if pair[0] == pair[1] else pair
+    number = _as_float(name, value)
+    if not low <= number <= high:
+        raise ValueError(f"{name} must lie within [{low}, {high}], got {number}")
+    return number
+
+
+def span(value: float | Range) -> Range:
+    """(low, high) of a number-or-range field."""
+    return (value, value) if isinstance(value, float) else value
+
+
+def _draw(value: float | Range, n: int, rng: np.random.Generator) -> np.ndarray:
+    # A fixed value draws nothing, so every dataset of a fixed instrument is the same
+    # (seed for seed) as before ranges existed.
+    return np.full(n, value) if isinstance(value, float) else rng.uniform(*value, size=n)
+
+
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a number, got {value!r}")
@@ -82,6 +108,23 @@ def _as_float(name: str, value: Any) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+#: Named instrument ranges for training (``python -m flimcc.models.train --instrument``).
+#: ``seq2seqlite`` is the defaults' one instrument; ``wide`` spans IRF positions and widths
+#: of gated SPAD cameras and TCSPC set-ups in a 12 ns window, peak counts from tens to
+#: thousands and a dark/ambient background, so one model serves instruments it never saw.
+INSTRUMENTS: dict[str, dict[str, Any]] = {
+    "seq2seqlite": {},
+    "wide": {"irf_center": (0.5, 3.0), "irf_fwhm": (0.15, 0.6), "photon_range": (20.0, 2000.0),
+             "background": (0.0, 3.0)},
+}
+
+
+def describe(value: float | Range) -> str:
+    """A number-or-range field as a person writes it: ``0.9`` or ``0.5-3``."""
+    lo, hi = span(value)
+    return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
 @dataclass(frozen=True)
@@ -101,9 +144,10 @@ class SimConfig:
             lifetime from ``tau1_range`` or A = 0 with lifetime from
             ``tau2_range``, equally likely).
         irf_fwhm: full width at half maximum of the Gaussian IRF (ns), i.e.
-            sigma = FWHM / (2 sqrt(2 ln 2)).  Ignored for a measured IRF.
-        irf_center: centre of the Gaussian IRF (ns) before jitter.  Ignored
-            for a measured IRF.
+            sigma = FWHM / (2 sqrt(2 ln 2)), or a (low, high) range drawn per
+            decay.  Ignored for a measured IRF.
+        irf_center: centre of the Gaussian IRF (ns) before jitter, or a range
+            drawn per decay.  Ignored for a measured IRF.
         jitter_range: uniform range of the per-sample IRF shift (gates);
             (0, 0) disables jitter.
         jitter_integer: draw whole-gate shifts (uniform over the integers in
@@ -111,7 +155,8 @@ class SimConfig:
         photon_range: uniform range of the expected peak counts, i.e. the
             expected count in the brightest gate of the noise-free curve;
             None for noise-free data.
-        background: mean Poisson background counts per gate (needs photons).
+        background: mean Poisson background counts per gate (needs photons),
+            or a range drawn per decay.
     """
 
     n_gates: int = DEFAULT_N_GATES
@@ -120,12 +165,12 @@ class SimConfig:
     tau2_range: Range = (0.05, 3.0)
     frac_range: Range = (0.0, 1.0)
     mono_prob: float = 0.2
-    irf_fwhm: float = 0.2
-    irf_center: float = 0.9
+    irf_fwhm: float | Range = 0.2
+    irf_center: float | Range = 0.9
     jitter_range: Range = (-2.0, 2.0)
     jitter_integer: bool = True
     photon_range: Range | None = (25.0, 500.0)
-    background: float = 0.0
+    background: float | Range = 0.0
 
     def __post_init__(self) -> None:
         # Normalise types (JSON gives lists, callers may give ints) so that
@@ -160,11 +205,11 @@ class SimConfig:
             raise ValueError(f"mono_prob must lie within [0, 1], got {mono_prob}")
         put("mono_prob", mono_prob)
 
-        irf_fwhm = _as_float("irf_fwhm", self.irf_fwhm)
-        if irf_fwhm <= 0:
+        irf_fwhm = _as_value_or_range("irf_fwhm", self.irf_fwhm, 0.0, math.inf)
+        if span(irf_fwhm)[0] <= 0:
             raise ValueError(f"irf_fwhm must be > 0 ns, got {irf_fwhm}")
         put("irf_fwhm", irf_fwhm)
-        put("irf_center", _as_float("irf_center", self.irf_center))
+        put("irf_center", _as_value_or_range("irf_center", self.irf_center, -math.inf, math.inf))
 
         jitter = _as_range("jitter_range", self.jitter_range, -math.inf, math.inf)
         if not isinstance(self.jitter_integer, (bool, np.bool_)):
@@ -181,10 +226,10 @@ class SimConfig:
             if photons[0] <= 0:
                 raise ValueError(f"photon_range must be > 0 counts, got {photons}")
             put("photon_range", photons)
-        background = _as_float("background", self.background)
-        if background < 0:
+        background = _as_value_or_range("background", self.background, -math.inf, math.inf)
+        if span(background)[0] < 0:
             raise ValueError(f"background must be >= 0 counts per gate, got {background}")
-        if background > 0 and self.photon_range is None:
+        if span(background)[1] > 0 and self.photon_range is None:
             raise ValueError("background counts need photon_range (noise-free data has no count scale)")
         put("background", background)
 
@@ -330,9 +375,12 @@ def simulate(
     photons = (
         np.full(n, np.inf) if cfg.photon_range is None else rng.uniform(*cfg.photon_range, size=n)
     )
+    centre, fwhm = _draw(cfg.irf_center, n, rng), _draw(cfg.irf_fwhm, n, rng)
+    background = _draw(cfg.background, n, rng)
 
     if measured is None:
-        first, last = cfg.irf_center + lo * cfg.gate_width, cfg.irf_center + hi * cfg.gate_width
+        first = span(cfg.irf_center)[0] + lo * cfg.gate_width
+        last = span(cfg.irf_center)[1] + hi * cfg.gate_width
         if first < 0 or last > cfg.time_axis[-1]:
             raise ValueError(
                 f"the Gaussian IRF centre moves outside the gate window [0, {cfg.time_axis[-1]:g}] ns "
@@ -345,7 +393,7 @@ def simulate(
         block = slice(start, min(start + _BLOCK, n))
         block_irf = measured if measured is None or measured.ndim == 1 else measured[block]
         y[block], signal[block] = _targets_and_signal(
-            cfg, tau1[block], tau2[block], frac[block], shift[block], block_irf
+            cfg, tau1[block], tau2[block], frac[block], shift[block], block_irf, centre[block], fwhm[block]
         )
 
     if cfg.photon_range is None:
@@ -353,7 +401,7 @@ def simulate(
         x = signal / x_scale[:, None]
     else:
         rate = signal * (photons / signal.max(axis=1))[:, None]
-        rate += cfg.background
+        rate += background[:, None]
         counts = rng.poisson(rate)
         x_scale = counts.max(axis=1).astype(np.float64)
         x = counts / np.where(x_scale > 0, x_scale, 1.0)[:, None]
@@ -412,6 +460,8 @@ def _targets_and_signal(
     frac: np.ndarray,
     shift: np.ndarray,
     measured: np.ndarray | None,
+    centre: np.ndarray,
+    fwhm: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """IRF-free targets (m, T, 3) and noise-free convolved decays (m, T) of one block."""
     t = cfg.time_axis
@@ -423,7 +473,7 @@ def _targets_and_signal(
     # Summing the stored float32 channels makes ch0 == ch1 + ch2 exact.
     targets[:, :, 0] = targets[:, :, 1] + targets[:, :, 2]
     if measured is None:
-        irf = _gaussian_irf(cfg, shift)
+        irf = _gaussian_irf(cfg, shift, centre, fwhm)
     else:
         irf = _shifted_irf(measured, shift, cfg.n_gates)
         if np.any(irf.sum(axis=1) <= 0):
@@ -431,10 +481,16 @@ def _targets_and_signal(
     return targets, _linear_convolve(irf, short + long)
 
 
-def _gaussian_irf(cfg: SimConfig, shift: np.ndarray) -> np.ndarray:
-    sigma = cfg.irf_fwhm / _FWHM_PER_SIGMA
-    centre = cfg.irf_center + shift * cfg.gate_width
-    exponent = 0.5 * ((cfg.time_axis[None, :] - centre[:, None]) / sigma) ** 2
+def _gaussian_irf(cfg: SimConfig, shift: np.ndarray, centre: np.ndarray | None = None,
+                  fwhm: np.ndarray | None = None) -> np.ndarray:
+    """Gaussian IRFs (len(shift), T) at ``centre`` (default: the config's, or the middle
+    of its range) moved by ``shift`` gates, of width ``fwhm`` (same default)."""
+    mid = lambda v: float(np.mean(span(v)))  # noqa: E731
+    centre = np.full(len(shift), mid(cfg.irf_center)) if centre is None else centre
+    fwhm = np.full(len(shift), mid(cfg.irf_fwhm)) if fwhm is None else fwhm
+    sigma = (fwhm / _FWHM_PER_SIGMA)[:, None]
+    at = centre + shift * cfg.gate_width
+    exponent = 0.5 * ((cfg.time_axis[None, :] - at[:, None]) / sigma) ** 2
     # Subtracting each row's minimum makes the gate nearest the centre exactly
     # 1, so a Gaussian much narrower than a gate cannot underflow to all zeros
     # (it degrades to a delta on the nearest gate).

@@ -35,7 +35,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from .fli_data import SimConfig, simulate
+from .fli_data import INSTRUMENTS, SimConfig, simulate
 from .quant_gru import QuantSeq2SeqLite
 from .seq2seq import Seq2Seq, Seq2SeqLite, count_parameters
 
@@ -346,6 +346,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, help="distillation weight (default 0.6)")
     p.add_argument("--teacher", help="teacher checkpoint for distillation")
     p.add_argument("--seed", type=int)
+    p.add_argument("--instrument", choices=sorted(INSTRUMENTS),
+                   help="the training data's instrument range (flimcc.models.fli_data.INSTRUMENTS); "
+                        "default seq2seqlite, the one instrument of the authors' setting")
+    p.add_argument("--sim", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set one simulator field (SimConfig), e.g. irf_center=0.5:3 or photon_range=20:2000")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the epochs (default constant)")
     p.add_argument("--init", help="checkpoint to start from (a quantized student from its float shadow, "
                    "--bits float --sigmoid hard --tanh hard)")
@@ -366,12 +371,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             overrides[name] = getattr(args, name)
     if args.model == "student":
         overrides["bits"] = args.bits
+    sim = {**INSTRUMENTS[args.instrument or "seq2seqlite"], **dict(_sim_field(text) for text in args.sim)}
+    if sim:
+        overrides["sim"] = SimConfig(**{**SimConfig().to_dict(), **sim}).to_dict()
     return TrainConfig.for_model(args.model, **overrides)
+
+
+def _sim_field(text: str) -> tuple[str, Any]:
+    """``FIELD=VALUE`` of --sim: a number, ``low:high``, ``true``/``false`` or ``none``."""
+    name, sep, value = text.partition("=")
+    known = {f.name for f in dataclasses.fields(SimConfig)}
+    if not sep or name not in known:
+        raise ValueError(f"--sim {text}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+    try:
+        if value.lower() in ("none", "true", "false"):
+            return name, {"none": None, "true": True, "false": False}[value.lower()]
+        if ":" in value:
+            return name, tuple(float(v) for v in value.split(":"))
+        return name, int(value) if name == "n_gates" else float(value)
+    except ValueError:
+        raise ValueError(f"--sim {text}: {value!r} is not a number, low:high, true, false or none") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = args.out or os.path.join("build", "runs", args.model)
     t0 = time.perf_counter()
     try:

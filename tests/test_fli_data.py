@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flimcc.models.fli_data import FLIDataset, SimConfig, simulate
+from flimcc.models.fli_data import INSTRUMENTS, FLIDataset, SimConfig, describe, simulate, span
 
 NOISE_FREE = SimConfig(photon_range=None, jitter_range=(0.0, 0.0))
 DELTA = np.array([1.0])
@@ -238,6 +238,10 @@ def test_config_json_round_trip():
         (dict(n_gates=13.5), "n_gates"),
         (dict(gate_width=0.0), "gate_width"),
         (dict(irf_fwhm=-0.2), "irf_fwhm"),
+        (dict(irf_fwhm=(0.0, 0.3)), "irf_fwhm must be > 0"),
+        (dict(irf_center=(2.0, 1.0)), "irf_center is inverted"),
+        (dict(background=(-1.0, 2.0)), "background must be >= 0"),
+        (dict(photon_range=None, background=(0.0, 1.0)), "background counts need photon_range"),
         (dict(jitter_range=(0.2, 0.8)), "no whole-gate shift"),
         (dict(jitter_range=(0.0, 200.0)), "shifts by n_gates"),
         (dict(tau1_range="ab"), "pair"),
@@ -291,3 +295,37 @@ def test_invariants_hold_for_any_config(seed, n, n_gates, mono_prob, jitter_inte
     assert np.all((peaks == 1.0) | ((peaks == 0.0) & (d.x_scale == 0.0)))
     np.testing.assert_array_equal(d.y[:, :, 0], d.y[:, :, 1] + d.y[:, :, 2])
     assert np.all(d.tau2 >= d.tau1) and np.all((d.frac >= 0) & (d.frac <= 1))
+
+
+def test_an_instrument_range_is_drawn_per_decay():
+    # Very short lifetimes and a narrow IRF: each curve peaks at its IRF's centre.
+    cfg = SimConfig(photon_range=None, jitter_range=(0.0, 0.0), tau1_range=(0.05, 0.05), tau2_range=(0.05, 0.05),
+                    irf_center=(1.0, 3.0), irf_fwhm=(0.1, 0.5))
+    d = simulate(400, cfg, seed=3)
+    peak_ns = d.x[:, :, 0].argmax(axis=1) * cfg.gate_width
+    assert peak_ns.min() >= 1.0 - 0.1 and peak_ns.max() <= 3.0 + 0.1
+    assert peak_ns.min() < 1.2 and peak_ns.max() > 2.8  # the range is used, end to end
+    # the width varies too: the number of gates above half the peak spans 0.1-0.5 ns worth
+    above = (d.x[:, :, 0] >= 0.5).sum(axis=1)
+    assert above.min() <= 2 and above.max() >= 5
+
+
+def test_a_degenerate_range_is_the_fixed_instrument_and_draws_nothing():
+    assert SimConfig(irf_center=(0.9, 0.9), background=[0, 0]) == SimConfig()
+    a, b = simulate(50, SimConfig(background=2.0), seed=7), simulate(50, SimConfig(background=(2.0, 2.0)), seed=7)
+    np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_background_range_and_round_trip():
+    cfg = SimConfig(photon_range=(50.0, 50.0), background=(0.0, 10.0), jitter_range=(0.0, 0.0))
+    d = simulate(300, cfg, seed=2)
+    dark = (d.x[:, :5, 0] * d.x_scale[:, None]).mean(axis=1)  # the gates before the IRF: background only
+    assert dark.min() < 2.0 and dark.max() > 7.0
+    assert SimConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert span(cfg.background) == (0.0, 10.0) and describe(cfg.background) == "0-10" and describe(0.9) == "0.9"
+
+
+def test_the_wide_instrument_holds_the_shifted_test_instrument():
+    wide = SimConfig(**INSTRUMENTS["wide"])
+    assert span(wide.irf_center)[0] <= 2.0 <= span(wide.irf_center)[1]
+    assert span(wide.irf_fwhm)[0] <= 0.4 <= span(wide.irf_fwhm)[1]

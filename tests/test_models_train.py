@@ -138,3 +138,17 @@ def test_quantized_student_starts_from_its_float_shadow(tmp_path):
     with pytest.raises(ValueError, match="--init .*teacher.*do not fit"):
         initial_weights(build_model(qat), TrainConfig(init=str(tmp_path / "teacher" / CHECKPOINT)),
                         torch.device("cpu"))
+
+
+def test_instrument_range_and_simulator_fields_from_the_command_line(capsys):
+    from flimcc.models.train import config_from_args, parse_args
+
+    config = config_from_args(parse_args(["student", "--instrument", "wide", "--sim", "photon_range=10:100",
+                                          "--sim", "jitter_range=0:0"]))
+    sim = config.sim_config
+    assert sim.irf_center == (0.5, 3.0) and sim.photon_range == (10.0, 100.0) and sim.jitter_range == (0.0, 0.0)
+    assert config_from_args(parse_args(["student"])).sim == TrainConfig().sim
+    assert main(["student", "--sim", "irf_centre=2"]) == 2
+    assert "--sim irf_centre=2: expected FIELD=VALUE" in capsys.readouterr().err
+    assert main(["student", "--sim", "irf_fwhm=wide"]) == 2
+    assert "'wide' is not a number" in capsys.readouterr().err
