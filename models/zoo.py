@@ -51,9 +51,13 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
     from .lifetimes import evaluate
     from .seq2seq import count_parameters
     from .test_set import TEST_SEED, make_test_set
-    from .train import SUMMARY, TRAIN_SEED, VAL_SEED, load_checkpoint, predict
+    from .train import SUMMARY, TRAIN_SEED, VAL_SEED, is_torch_gru, load_checkpoint, predict
 
     model, config, ckpt = load_checkpoint(checkpoint)
+    if config.bits is None and not is_torch_gru(config):
+        raise ValueError(f"{checkpoint}: a float shadow of the quantized student (no quantizers) is a "
+                         "starting point for QAT (--init), not a zoo model")
+    started = _init_runs(config)  # before anything is written: a broken chain is refused
     test = make_test_set(accuracy_samples)
     zoo_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = export(model, zoo_dir / f"{name}.onnx", test.config.n_gates, metadata={"flimcc.zoo": name})
@@ -68,9 +72,8 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
         "file": onnx_path.name,
         "format": "ONNX (GRU nodes)" if config.bits is None else "QONNX (unrolled over T)",
         "architecture": {"class": type(model).__name__, "hidden": config.hidden, "layers": config.layers,
-                         "linear_before_reset": 1 if config.bits is None else config.linear_before_reset,
-                         "sigmoid": "logistic" if config.bits is None else config.sigmoid,
-                         "tanh": "tanh" if config.bits is None else config.tanh,
+                         "linear_before_reset": 1 if is_torch_gru(config) else config.linear_before_reset,
+                         "sigmoid": config.sigmoid, "tanh": config.tanh,
                          "input": f"x (batch, {test.config.n_gates}, 1), peak-normalised decay",
                          "output": f"y (batch, {test.config.n_gates}, 3), [full, short, long] curves"},
         "parameters": count_parameters(model),
@@ -79,9 +82,11 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
                           "train_samples": config.samples, "train_seed": TRAIN_SEED,
                           "val_samples": config.val_samples, "val_seed": VAL_SEED},
         "training": {"epochs_run": history[-1]["epoch"], "selected_epoch": ckpt["epoch"],
-                     "batch_size": config.batch_size, "lr": config.lr,
+                     "batch_size": config.batch_size, "lr": config.lr, "schedule": config.schedule,
                      "alpha": config.alpha, "teacher": config.teacher and Path(config.teacher).parent.name,
-                     "seconds": round(sum(h["seconds"] for h in history), 1),
+                     **({"started_from": [r["run"] for r in started]} if started else {}),
+                     # the runs it started from are part of what it cost
+                     "seconds": round(sum(h["seconds"] for h in history) + sum(r["seconds"] for r in started), 1),
                      "hardware": "CPU, 1 torch thread", "val_loss": ckpt["history"][-1]["val_loss"]},
         "accuracy": {"test_set": {"samples": accuracy_samples, "seed": TEST_SEED},
                      "evaluated_with": "PyTorch (the export check below ties the file to it)",
@@ -94,6 +99,24 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
     onnx_path.with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
     write_readme(zoo_dir)
     return entry
+
+
+def _init_runs(config) -> list[dict]:
+    """The chain of runs a run started from (``--init``), nearest first: run folder name,
+    epochs and training seconds of each (from its train.json)."""
+    from .train import SUMMARY, TrainConfig
+
+    chain, seen = [], set()
+    while config.init is not None and config.init not in seen:
+        seen.add(config.init)
+        summary = Path(config.init).with_name(SUMMARY)
+        if not summary.is_file():
+            raise ValueError(f"{config.init}: the run this model started from has no {SUMMARY} beside it")
+        data = json.loads(summary.read_text())
+        chain.append({"run": Path(config.init).parent.name, "epochs": data["epochs_done"],
+                      "seconds": round(sum(h["seconds"] for h in data["history"]), 1)})
+        config = TrainConfig.from_dict(data["config"])
+    return chain
 
 
 def comparison(onnx_path: Path, name: str, samples: int = 2000) -> dict:
@@ -185,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             c = card(name)
             print(f"{name:<22} {c['format']:<26} {c['parameters']:>8,} params  bits {c['bits']}")
         return 0
-    print(json.dumps(ship(args.checkpoint, args.name, args.check)["export"], indent=2))
+    try:
+        print(json.dumps(ship(args.checkpoint, args.name, args.check)["export"], indent=2))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -83,3 +83,21 @@ def test_ship_writes_model_card_and_readme(tmp_path):
     assert card["export"]["max_abs_err"] < 1e-5
     assert (tmp_path / "zoo" / "tiny.json").is_file()
     assert "| tiny |" in (tmp_path / "zoo" / "README.md").read_text()
+
+
+def test_ship_refuses_a_float_shadow_and_counts_the_runs_a_model_started_from(tmp_path, capsys):
+    from flimcc.models.train import CHECKPOINT, TrainConfig, train
+
+    tiny = {"epochs": 1, "samples": 64, "val_samples": 32, "batch_size": 32}
+    shadow = TrainConfig.for_model("student", bits=None, sigmoid="hard", tanh="hard", **tiny)
+    train(shadow, tmp_path / "shadow", quiet=True, threads=1)
+    assert zoo.main(["ship", str(tmp_path / "shadow" / CHECKPOINT), "shadow"]) == 2
+    assert "float shadow" in capsys.readouterr().err
+    assert not (zoo.ZOO_DIR / "shadow.onnx").exists()
+    qat = TrainConfig.for_model("student", bits=8, sigmoid="hard", tanh="hard",
+                                init=str(tmp_path / "shadow" / CHECKPOINT), **tiny)
+    chain = zoo._init_runs(qat)
+    shadow_seconds = sum(h["seconds"] for h in json.loads((tmp_path / "shadow" / "train.json").read_text())["history"])
+    assert chain == [{"run": "shadow", "epochs": 1, "seconds": round(shadow_seconds, 1)}]
+    with pytest.raises(ValueError, match="no train.json"):
+        zoo._init_runs(TrainConfig(init=str(tmp_path / "elsewhere" / CHECKPOINT)))
