@@ -73,7 +73,7 @@ def _has_recurrence(model: ModelWrapper, pipeline: Pipeline) -> bool:
 
 
 def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, clock_mhz: float,
-                     headroom: float, bits: int) -> str:
+                     headroom: float, bits: int, state_bits: int = 0) -> str:
     steps = []
     if _has_gru(model):
         steps.append("unroll-gru")
@@ -81,7 +81,8 @@ def default_pipeline(model: ModelWrapper, target: str, pixels: str, fps: float, 
         steps.append("roll-loop")  # an unrolled export (Brevitas QAT): back to loops
     steps.append("fold-constants")
     if not _is_quantized(model):
-        steps.append(f"quantize{{bits={bits}}}")
+        steps.append(f"quantize{{bits={bits}}}" if not state_bits or state_bits == bits
+                     else f"quantize{{bits={bits},state-bits={state_bits}}}")
     steps += ["fold-weights", "streamline", f"lower-finn{{target={target}}}", f"batch-pixels{{p={pixels}}}",
               f"fold{{target={target},headroom={headroom},fps={fps},clock-mhz={clock_mhz}}}",
               f"plan-memory{{target={target},headroom={headroom}}}"]
@@ -114,7 +115,7 @@ def _json_default(o):
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
 
 
-def _check_options(pixels, clock_mhz, fps, verify_samples, headroom, bits) -> None:
+def _check_options(pixels, clock_mhz, fps, verify_samples, headroom, bits, state_bits=0) -> None:
     """The Python API's checks (the command line checks the same with click, naming --options)."""
     def bad(name, value, why):
         raise FlimccError(f"compile_model: {name}={value!r} {why}")
@@ -131,23 +132,27 @@ def _check_options(pixels, clock_mhz, fps, verify_samples, headroom, bits) -> No
         bad("verify_samples", verify_samples, "must be a whole number >= 0")
     if not (isinstance(bits, int) and 2 <= bits <= 16):
         bad("bits", bits, "must be a whole number in 2..16")
+    if not (isinstance(state_bits, int) and (state_bits == 0 or bits <= state_bits <= 16)):
+        bad("state_bits", state_bits, f"must be 0 (as bits) or a whole number in {bits}..16")
 
 
 def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir: str | Path | None = None,
                   pixels: str = "auto", clock_mhz: float | None = None, fps: float = 0.0,
                   verify_samples: int = 16, headroom: float = 0.85, bits: int = 8, seed: int = 0,
-                  dims: dict | None = None, size_fifos: bool = True) -> dict:
+                  dims: dict | None = None, size_fifos: bool = True, state_bits: int = 0) -> dict:
     """Compile and write the build folder; returns the summary (also in summary.json).
     `size_fifos` (the default): then size the loops' FIFOs by RTL simulation (`flimcc rtlsim
     --size-fifos`, no backpressure) and check the sized loops bit for bit, so that the build
     meets its cycle estimate; without it the folder says its FIFOs are not sized (and the
     cycles assume FIFOs that never stall). A sized loop that is not bit-exact with the
-    executor is a flimcc bug: VerificationError (the folder holds the run's record)."""
+    executor is a flimcc bug: VerificationError (the folder holds the run's record).
+    `state_bits` (float models): the recurrent state's bits in post-training quantization
+    (0: as `bits`); a float-trained GRU loses least on a state wider than its weights."""
     import flimcc
     from flimcc.targets import get_target
 
     _check_options(pixels=pixels, clock_mhz=clock_mhz, fps=fps, verify_samples=verify_samples, headroom=headroom,
-                   bits=bits)
+                   bits=bits, state_bits=state_bits)
     target = get_target(target_name)
     model_path = Path(model_path)
     stem = model_path.name.removesuffix(".onnx")
@@ -166,7 +171,7 @@ def compile_model(model_path: str | Path, target_name: str = "pynq-z2", out_dir:
         return _compile_cpu(model, target, out, verify_samples, seed)
     clock = float(clock_mhz or target.default_clock_mhz)
     check_recurrent_layers(model, str(model_path))
-    text = default_pipeline(model, target.name, pixels, fps, clock, headroom, bits)
+    text = default_pipeline(model, target.name, pixels, fps, clock, headroom, bits, state_bits)
     t0 = time.perf_counter()
     pipeline = Pipeline.parse(text)
     try:

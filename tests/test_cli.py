@@ -88,3 +88,15 @@ def test_passes_follow_columns(monkeypatch):
     wide = run_cli("passes", env={**os.environ, "COLUMNS": "200"}).stdout
     narrow = run_cli("passes", env={**os.environ, "COLUMNS": "70"}).stdout
     assert max(map(len, narrow.splitlines())) <= 70 < max(map(len, wide.splitlines()))
+
+
+def test_compile_state_bits_reach_the_quantizer_and_a_narrower_state_is_refused(tmp_path):
+    from flimcc.compile import default_pipeline
+
+    model = flimcc.load("models/zoo/seq2seqlite-float.onnx")
+    assert "quantize{bits=8,state-bits=10}" in default_pipeline(model, "pynq-z2", "auto", 0.0, 100.0, 0.85, 8, 10)
+    assert "quantize{bits=8}," in default_pipeline(model, "pynq-z2", "auto", 0.0, 100.0, 0.85, 8, 0)
+    out = tmp_path / "build"
+    r = flimcc_cli("compile", "models/zoo/seq2seqlite-float.onnx", "--state-bits", "6", "-o", out)
+    assert r.returncode == 2 and "'--state-bits': 6 is narrower than --bits 8" in r.stderr and not out.exists()
+    assert len(r.stderr.strip().splitlines()) == 1
