@@ -52,3 +52,16 @@ def test_flimcc_run_warns_and_records(tmp_path):
     assert "warning: the decay rises to half its peak at" in r.stderr
     rec = json.loads((tmp_path / "maps" / "run.json").read_text())
     assert len(rec["warnings"]) == 1 and "2." in rec["warnings"][0]
+
+
+def test_a_model_trained_across_instruments_takes_one_the_others_warn_about():
+    """The IRF at 2 ns, 0.4 ns wide, 200-2,000 photons at the peak (the zoo's shifted test
+    instrument): outside the one-instrument student's card, inside the wide one's."""
+    from flimcc.models.comparison import shifted_test_set
+
+    shifted = shifted_test_set(300).config
+    counts, _ = simulate_counts(300, shifted.gate_width, shifted, seed=4)
+    assert any("rises to half its peak" in w for w in warnings_for(counts, zoo.card(NAME), NAME))
+    wide = "seq2seqlite-float-wide"
+    assert warnings_for(counts, zoo.card(wide), wide) == []
+    assert zoo.card(wide)["training_data"]["sim_config"]["irf_center"] == [0.5, 3.0]
