@@ -54,7 +54,7 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
     from .train import SUMMARY, TRAIN_SEED, VAL_SEED, is_torch_gru, load_checkpoint, predict
 
     model, config, ckpt = load_checkpoint(checkpoint)
-    if config.bits is None and not is_torch_gru(config):
+    if config.model == "student" and config.bits is None and not is_torch_gru(config):
         raise ValueError(f"{checkpoint}: a float shadow of the quantized student (no quantizers) is a "
                          "starting point for QAT (--init), not a zoo model")
     started = _init_runs(config)  # before anything is written: a broken chain is refused

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flimcc.models import baselines
+from flimcc.models import baselines, zoo
 from flimcc.models.fli_data import SimConfig, _gaussian_irf, _linear_convolve, simulate
 
 DT = 0.09
@@ -90,21 +90,45 @@ def test_zoo_cards_record_the_comparison(tmp_path):
     assert readme.count("Beside the classical baselines") == 2 and "| least-squares |" in readme
 
 
-def test_shipped_float_student_beats_the_baselines_with_little_bias():
-    """The zoo's float Seq2SeqLite (trained on the ground truth, issue 14): on the test set
-    its tau_mean is within 0.03 ns of the truth on average (the issue's goal is 0.02; the
-    distilled zoo models read +0.02-0.11 from their 8-epoch teacher), at least 30% better
-    than area over peak; on 400 decays its tau1 and tau2 are no worse than the least-squares
-    fit's."""
-    from flimcc.models import zoo
+@pytest.mark.parametrize("name, max_bias", [("seq2seq", 0.02), ("seq2seqlite-float", 0.03)])
+def test_shipped_float_models_beat_the_baselines_with_little_bias(name, max_bias):
+    """The zoo's float models, recomputed (issue 14): on the test set their tau_mean is
+    within `max_bias` of the truth on average (the teacher, trained 40 epochs: the issue's
+    0.02 ns; the student trained on the ground truth reads +0.027), at least 30% better
+    than area over peak; on 400 decays their tau1 and tau2 are no worse than the
+    least-squares fit's."""
     from flimcc.models.comparison import compare
     from flimcc.models.test_set import make_test_set
 
-    name = "seq2seqlite-float"
     full = compare(make_test_set(2000), {name: zoo.path(name)}, methods=["area-over-peak"])
     ours, aop = full[name]["errors"]["tau_mean"], full["area-over-peak"]["errors"]["tau_mean"]
-    assert abs(ours["bias"]) < 0.03 and ours["mae"] <= 0.7 * aop["mae"]
+    assert abs(ours["bias"]) < max_bias and ours["mae"] <= 0.7 * aop["mae"]
     few = make_test_set(400)
     rows = compare(few, {name: zoo.path(name)}, methods=["least-squares"])
     for q in ("tau1", "tau2"):
         assert rows[name]["errors"][q]["mae"] <= rows["least-squares"]["errors"][q]["mae"], q
+
+
+#: Shipped models that do not (yet) make issue 14's claim, and why; strict: a model that
+#: starts making it fails the test until it leaves this list.
+SHORT_OF_THE_CLAIM = {
+    "seq2seqlite-int4": "all-4-bit, state included (1/8 steps): curve RMSE 0.10, tau_mean MAE 0.62 ns",
+    "seq2seqlite-int8": "distilled from the 8-epoch teacher",
+    "seq2seqlite-int8-hard": "distilled from the 8-epoch teacher",
+    "seq2seqlite-float-wide": "trained over many instruments: tau1 MAE 0.327 ns on the test set, least squares 0.310",
+}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=SHORT_OF_THE_CLAIM[n], strict=True)) if n in SHORT_OF_THE_CLAIM else n
+    for n in zoo.names()])
+def test_every_shipped_model_beats_the_baselines_on_its_card(name):
+    """Issue 14's claim for each zoo model, as `zoo compare` measured it on the test set
+    (2,000 decays, peak counts 25-500): tau_mean at least 30% better than area over peak,
+    tau1 and tau2 no worse than the least-squares fit. (`zoo compare` recomputes the card;
+    the float student's test above recomputes the claim itself.)"""
+    rows = zoo.card(name)["comparison"]["test_set"]["rows"]
+    ours, aop, lsq = rows[name]["errors"], rows["area-over-peak"]["errors"], rows["least-squares"]["errors"]
+    assert ours["tau_mean"]["mae"] <= 0.7 * aop["tau_mean"]["mae"]
+    for q in ("tau1", "tau2"):
+        assert ours[q]["mae"] <= lsq[q]["mae"], q

@@ -203,3 +203,15 @@ def test_evaluate_combines_the_metrics():
     assert report["full"]["rmse"] == pytest.approx(0.01, rel=1e-4)
     # Even perfect components carry the extraction bias, never a zero error.
     assert evaluate(d.y, d.y, d.labels).lifetimes.tau1_mae > 0
+
+
+def test_a_rising_component_is_capped_at_the_window():
+    """Five gates of 0.1 ns: the window is 0.4 ns. A flat component has area 0.4 over its
+    initial value (the most a non-increasing curve can have); a tiny start followed by a
+    rise reads far more under the rule, and is capped; a hand-worked decay is untouched."""
+    flat, rising = np.ones(5), np.array([1e-4, 0.1, 0.2, 0.2, 0.2])
+    decay = np.array([1.0, 0.5, 0.25, 0.125, 0.0625])
+    out = extract_lifetimes(np.concatenate([curves(flat, decay), curves(rising, decay)]), dt=0.1)
+    assert out[0, 0] == pytest.approx(0.4) and out[1, 0] == pytest.approx(0.4)
+    # trapezoid: 0.1 * (1 + 0.5 + 0.25 + 0.125 + 0.0625 - (1 + 0.0625) / 2) = 0.140625
+    assert out[0, 1] == pytest.approx(0.140625)
