@@ -114,7 +114,8 @@ def test_shipped_float_models_beat_the_baselines_with_little_bias(name, max_bias
 SHORT_OF_THE_CLAIM = {
     "seq2seqlite-int4": "all-4-bit, state included (1/8 steps): curve RMSE 0.10, tau_mean MAE 0.62 ns",
     "seq2seqlite-int8": "distilled from the 8-epoch teacher",
-    "seq2seqlite-int8-hard": "distilled from the 8-epoch teacher",
+    "seq2seqlite-int8-hard": "QAT from its float shadow, distilled from the teacher: tau1 MAE 0.373 ns on the test set, "
+                             "least squares 0.310 (tau_mean 0.087 against area over peak's 0.190)",
     "seq2seqlite-float-wide": "trained over many instruments: tau1 MAE 0.327 ns on the test set, least squares 0.310",
 }
 
