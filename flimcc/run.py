@@ -156,7 +156,7 @@ def decode_block(job: Job, start: int, stop: int, counts: np.ndarray | None = No
     {"tau1", "tau2", "frac", "tau_mean", "photons"} float32, NaN where a pixel has fewer
     photons than ``min_photons`` (or none above background). `counts`: the recording's gate
     counts if already read (else read here, as a worker on another machine would)."""
-    from flimcc.models.lifetimes import extract_lifetimes
+    from flimcc.models.lifetimes import extract_lifetimes, mean_lifetime
     from flimcc.recording import preprocess
 
     src = _source(job.source)
@@ -179,7 +179,7 @@ def decode_block(job: Job, start: int, stop: int, counts: np.ndarray | None = No
             out["curves"][sel] = y
         lt = extract_lifetimes(y, dt=gate)
         out["tau1"][sel], out["tau2"][sel], out["frac"][sel] = lt[:, 0], lt[:, 1], lt[:, 2]
-        out["tau_mean"][sel] = lt[:, 2] * lt[:, 0] + (1 - lt[:, 2]) * lt[:, 1]
+        out["tau_mean"][sel] = mean_lifetime(lt[:, 0], lt[:, 1], lt[:, 2])
     return out
 
 

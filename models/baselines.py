@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .lifetimes import mean_lifetime
+
 METHODS = ("area-over-peak", "least-squares", "phasor")
 TAU_BOUNDS = (0.01, 10.0)  # ns: beyond the 12 ns window nothing constrains a lifetime
-
-
-def _tau_mean(tau1, tau2, frac):
-    return frac * tau1 + (1.0 - frac) * tau2
 
 
 def area_over_peak(counts: np.ndarray, dt: float, irf: np.ndarray | None = None, background: int = 0) -> np.ndarray:
@@ -85,7 +83,7 @@ def least_squares(counts: np.ndarray, dt: float, irf: np.ndarray, background: in
         _, frac, tau1, tau2, _, _ = res.x
         if tau1 > tau2:
             tau1, tau2, frac = tau2, tau1, 1.0 - frac
-        out[i] = (tau1, tau2, frac, _tau_mean(tau1, tau2, frac))
+        out[i] = (tau1, tau2, frac, mean_lifetime(tau1, tau2, frac))
     return out
 
 
@@ -121,7 +119,7 @@ def phasor(counts: np.ndarray, dt: float, irf: np.ndarray, background: int = 0) 
     single = phasor_to_normal_lifetime(re[0], im[0], frequency)
     tau1, tau2 = np.where(mono, single, tau1), np.where(mono, single, tau2)
     frac = np.where(mono, 1.0, frac)
-    return np.stack([tau1, tau2, frac, _tau_mean(tau1, tau2, frac)], axis=-1)
+    return np.stack([tau1, tau2, frac, mean_lifetime(tau1, tau2, frac)], axis=-1)
 
 
 def estimate(method: str, counts: np.ndarray, dt: float, irf: np.ndarray, background: int = 0) -> np.ndarray:

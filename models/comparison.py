@@ -16,7 +16,7 @@ import numpy as np
 
 import flimcc
 
-from .lifetimes import extract_lifetimes
+from .lifetimes import extract_lifetimes, mean_lifetime
 from .test_set import DEFAULT_SAMPLES, TEST_SEED
 
 
@@ -36,7 +36,7 @@ def lifetime_errors(est: np.ndarray, data) -> dict[str, dict[str, float]]:
     """MAE, RMSE and bias of (n, 4) [tau1, tau2, f, tau_mean] estimates; tau1 over the
     pixels that have a short component, tau2 over those with a long one (`lifetimes`'s
     convention); NaN estimates are counted as `missing` and left out."""
-    true = np.stack([data.tau1, data.tau2, data.frac, data.frac * data.tau1 + (1 - data.frac) * data.tau2], -1)
+    true = np.stack([data.tau1, data.tau2, data.frac, mean_lifetime(data.tau1, data.tau2, data.frac)], -1)
     masks = [data.frac > 0, data.frac < 1, np.ones(len(true), bool), np.ones(len(true), bool)]
     out = {}
     for k, (name, mask) in enumerate(zip(QUANTITIES, masks)):
@@ -65,7 +65,7 @@ def compare(data, models: dict[str, Path], methods=None) -> dict[str, dict]:
         pred = flimcc.execute(model, {input_name: data.x})[model.graph.output[0].name]
         seconds = time.perf_counter() - t0
         lt = extract_lifetimes(pred, data.config.gate_width)
-        est = np.concatenate([lt, (lt[:, 2] * lt[:, 0] + (1 - lt[:, 2]) * lt[:, 1])[:, None]], axis=1)
+        est = np.concatenate([lt, mean_lifetime(lt[:, 0], lt[:, 1], lt[:, 2])[:, None]], axis=1)
         rows[name] = {"kind": "model", "errors": lifetime_errors(est, data),
                       "seconds_per_10k": seconds * 1e4 / len(counts)}
     for method in methods if methods is not None else METHODS:

@@ -23,12 +23,12 @@ forward model shared by the published simulators (shared reference
    expected count in the brightest gate of the noise-free convolved curve
    (peak counts, as in FLI-Net); ``background`` adds a Poisson background of
    that mean per gate.  ``photon_range=None`` gives noise-free curves.
+5. Normalisation: ``x = counts / max(counts)``, so every input peaks at
+   exactly 1 (an all-zero histogram, possible only at a few counts, stays 0).
 
 The instrument (``irf_center``, ``irf_fwhm``, ``background``) is one value, or
 a ``(low, high)`` range drawn uniformly per decay: a model trained over ranges
 is meant for any instrument inside them (`INSTRUMENTS` names such sets).
-5. Normalisation: ``x = counts / max(counts)``, so every input peaks at
-   exactly 1 (an all-zero histogram, possible only at a few counts, stays 0).
 
 The targets are the three IRF-free curves the models decode, on the same grid
 and not normalised (``ch0(0) = 1``, ``ch1(0) = A``), so the amplitude ratio

@@ -71,6 +71,12 @@ def extract_lifetimes(y: np.ndarray, dt: float = DEFAULT_GATE_WIDTH) -> np.ndarr
     return np.concatenate([tau, frac[..., None]], axis=-1)
 
 
+def mean_lifetime(tau1, tau2, frac):
+    """The amplitude-weighted mean lifetime f tau1 + (1 - f) tau2 (the area over the initial
+    value of the whole decay): what `flimcc run`, the baselines and the comparisons report."""
+    return frac * tau1 + (1.0 - frac) * tau2
+
+
 @dataclass(frozen=True)
 class SequenceMetrics:
     """Accuracy of one decoded channel: pooled RMSE, mean per-sample R^2 and L2."""

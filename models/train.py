@@ -68,6 +68,10 @@ class TrainConfig:
     init: str | None = None  # checkpoint whose weights start the run (see initial_weights)
     sim: dict[str, Any] = dataclasses.field(default_factory=lambda: SimConfig().to_dict())
 
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
     @classmethod
     def for_model(cls, model: str, **overrides) -> TrainConfig:
         """Defaults of the teacher (2 x 128, float) or the student (32, 8 bits)."""
@@ -94,8 +98,6 @@ class TrainConfig:
             if name in data and data.pop(name) != neutral:
                 raise ValueError(f"checkpoint config uses the retired option {name!r}; "
                                  f"this flimcc cannot reproduce that run")
-        if data.get("schedule", "constant") not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {data['schedule']!r}")
         return cls(**data)
 
 
@@ -269,7 +271,6 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, dev
     """Train (or continue) the run ``config`` describes into ``out``; returns the summary.
     ``threads`` sets torch's CPU threads (None leaves them as they are)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -290,6 +291,8 @@ def train(config: TrainConfig, out: str | os.PathLike, resume: bool = False, dev
         initial_weights(model, config, dev)
     train_data, val_data = make_data(config, dev)
     config = _attach_teacher(config, train_data, val_data, dev, log)
+    # only now: a missing --init or --teacher checkpoint leaves no empty run folder behind
+    out.mkdir(parents=True, exist_ok=True)
     if not history:
         history.append({"epoch": 0, "train_loss": None, **_validate(model, val_data, config), "seconds": 0.0})
     for epoch in range(start, config.epochs):

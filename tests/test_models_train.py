@@ -152,3 +152,11 @@ def test_instrument_range_and_simulator_fields_from_the_command_line(capsys):
     assert "--sim irf_centre=2: expected FIELD=VALUE" in capsys.readouterr().err
     assert main(["student", "--sim", "irf_fwhm=wide"]) == 2
     assert "'wide' is not a number" in capsys.readouterr().err
+
+
+def test_a_missing_init_checkpoint_is_refused_with_nothing_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["student", "--quick", "--init", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert "none.pt" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+        TrainConfig(schedule="cosin")
