@@ -102,7 +102,8 @@ def export(model: nn.Module, path: str | os.PathLike, steps: int = DEFAULT_N_GAT
     quantized = isinstance(model, QuantSeq2SeqLite) and model.bits is not None
     path = (export_qonnx if quantized else export_float)(model, path, steps)
     props = {"flimcc.model": type(model).__name__, "flimcc.steps": str(steps),
-             "flimcc.bits": str(model.bits) if quantized else "float", **(metadata or {})}
+             "flimcc.bits": str(model.bits) if quantized else "float",
+             **({"flimcc.state_bits": str(model.state_bits)} if quantized else {}), **(metadata or {})}
     proto = onnx.load(path)
     if quantized:
         dynamic_batch(proto)

@@ -1,7 +1,7 @@
 """Training: the float teacher, and the student by knowledge distillation, float or QAT.
 
     python -m flimcc.models.train teacher|student [--quick] [--out DIR] [--epochs N]
-        [--samples N] [--bits 8|6|4|float] [--alpha 0.6] [--teacher CKPT] [--resume]
+        [--samples N] [--bits 8|6|4|float] [--state-bits N] [--alpha 0.6] [--teacher CKPT] [--resume]
         [--device auto|cpu|cuda] [--threads 1] [--lr LR] [--batch-size B] [--sigmoid hard] [--tanh hard]
 
 - Teacher: MSE on the three output curves (reference ``seeds.md`` section 5).
@@ -50,6 +50,7 @@ class TrainConfig:
 
     model: str = "student"  # "teacher" | "student"
     bits: int | None = 8  # student only: 8, 6, 4, or None for the float student
+    state_bits: int | None = None  # quantized student: the hidden state's bits (None: as bits)
     hidden: int = 32
     layers: int = 1  # GRU layers per side (the teacher has 2)
     linear_before_reset: int = 0  # quantized student; the float models are PyTorch's (1)
@@ -71,6 +72,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.state_bits is not None and (self.bits is None or not self.bits <= self.state_bits <= 16):
+            raise ValueError(f"state bits {self.state_bits} need a quantized student with bits <= "
+                             f"state bits <= 16 (bits: {'float' if self.bits is None else self.bits})")
 
     @classmethod
     def for_model(cls, model: str, **overrides) -> TrainConfig:
@@ -130,7 +134,8 @@ def build_model(config: TrainConfig) -> nn.Module:
         return Seq2Seq(config.hidden, config.layers)
     if is_torch_gru(config):
         return Seq2SeqLite(config.hidden)
-    return QuantSeq2SeqLite(config.hidden, config.bits, config.linear_before_reset, config.sigmoid, config.tanh)
+    return QuantSeq2SeqLite(config.hidden, config.bits, config.linear_before_reset, config.sigmoid, config.tanh,
+                            state_bits=config.state_bits)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
@@ -344,6 +349,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--bits", type=_bits, default=8, help="student: 8, 6, 4 (QAT) or float")
+    p.add_argument("--state-bits", type=int, help="quantized student: bits of the hidden state, "
+                   "at least --bits (default: as --bits)")
     p.add_argument("--sigmoid", choices=["logistic", "hard"], help="quantized student's gate activation")
     p.add_argument("--tanh", choices=["tanh", "hard"], help="quantized student's candidate activation")
     p.add_argument("--alpha", type=float, help="distillation weight (default 0.6)")
@@ -369,7 +376,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = dict(QUICK) if args.quick else {}
     if args.samples is not None:
         overrides |= {"samples": args.samples, "val_samples": max(32, args.samples // 10)}
-    for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed", "schedule", "init"):
+    for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed", "schedule", "init",
+                 "state_bits"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.model == "student":

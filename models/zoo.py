@@ -78,6 +78,7 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
                          "output": f"y (batch, {test.config.n_gates}, 3), [full, short, long] curves"},
         "parameters": count_parameters(model),
         "bits": "float" if config.bits is None else config.bits,
+        **({"state_bits": config.state_bits} if config.state_bits not in (None, config.bits) else {}),
         "training_data": {"simulator": "flimcc.models.fli_data.simulate", "sim_config": config.sim,
                           "train_samples": config.samples, "train_seed": TRAIN_SEED,
                           "val_samples": config.val_samples, "val_seed": VAL_SEED},
@@ -151,6 +152,10 @@ def add_comparison(name: str, samples: int = 2000, zoo_dir: Path = ZOO_DIR) -> d
     return entry
 
 
+def _bits(card: dict) -> str:
+    return f"{card['bits']} (state {card['state_bits']})" if "state_bits" in card else str(card["bits"])
+
+
 def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
     """``README.md``: one table row per model card in ``zoo_dir``."""
     lines = ["# flimcc model zoo", "",
@@ -163,7 +168,7 @@ def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
     cards = [json.loads(file.read_text()) for file in sorted(zoo_dir.glob("*.json"))]
     for c in cards:
         full, life = c["accuracy"]["full"], c["accuracy"]["lifetimes"]
-        lines.append(f"| {c['name']} | {c['format']} | {c['parameters']:,} | {c['bits']} | {full['rmse']:.4f} "
+        lines.append(f"| {c['name']} | {c['format']} | {c['parameters']:,} | {_bits(c)} | {full['rmse']:.4f} "
                      f"| {full['r2']:.4f} | {full['l2']:.4f} | {life['tau1_mae']:.3f} | {life['tau2_mae']:.3f} "
                      f"| {c['training']['seconds']:.0f} | {c['export']['check']} |")
     for label, title in (("test_set", "the test set"), ("shifted", "another instrument (`comparison.shifted_test_set`)")):
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for name in names():
             c = card(name)
-            print(f"{name:<22} {c['format']:<26} {c['parameters']:>8,} params  bits {c['bits']}")
+            print(f"{name:<22} {c['format']:<26} {c['parameters']:>8,} params  bits {_bits(c)}")
         return 0
     try:
         print(json.dumps(ship(args.checkpoint, args.name, args.check)["export"], indent=2))

@@ -106,3 +106,18 @@ def test_shipped_qonnx_models_have_a_dynamic_batch_axis(name):
     assert [i.name for i in proto.graph.input] == ["x"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert zoo.card(name)["export"]["bytes"] == zoo.path(name).stat().st_size
+
+
+def test_qonnx_export_of_a_wider_state_is_bit_exact_and_says_so(tmp_path):
+    torch.manual_seed(5)
+    model = QuantSeq2SeqLite(bits=4, sigmoid="hard", tanh="hard", state_bits=8).eval()
+    path = export(model, tmp_path / "state8.onnx", steps=QUANT_STEPS)
+    proto = onnx.load(path)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["flimcc.bits"] == "4" and props["flimcc.state_bits"] == "8"
+    widths = Counter(int(onnx.numpy_helper.to_array(i).item()) for i in proto.graph.initializer
+                     if any(n.op_type == "Quant" and n.input[3] == i.name for n in proto.graph.node))
+    assert widths[8] > 0 and widths[4] > 0
+    x = np.concatenate([_decays(32, QUANT_STEPS), np.random.default_rng(1).uniform(0, 2, (32, QUANT_STEPS, 1))])
+    check = check_export(model, path, x.astype(np.float32))
+    assert check.bit_exact, str(check)

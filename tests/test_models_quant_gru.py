@@ -128,3 +128,22 @@ def test_model_quantizes_its_input_on_the_unsigned_grid():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         QuantGRU(1, 4, **kwargs)
+
+
+def test_a_wider_state_keeps_weights_and_gates_at_bits():
+    # 4-bit weights and gates, an 8-bit state: the state lands on the 2^-7 grid (and uses
+    # it: codes that the 4-bit grid 2^-3 could not hold), the weights on 4 bits.
+    torch.manual_seed(4)
+    gru = QuantGRU(1, 8, bits=4, sigmoid="hard", tanh="hard", state_bits=8).eval()
+    x, h0 = _inputs(seed=3, inputs=1, hidden=8)
+    codes = _run(gru, np.round(x * 64) / 64, h0) * 2 ** 7
+    assert np.array_equal(codes, np.round(codes)) and codes.min() >= -128 and codes.max() <= 127
+    assert not np.array_equal(codes / 16, np.round(codes / 16))
+    assert int(gru.recurrent.quant_weight().bit_width) == 4 and int(gru.state_quant.act_quant.bit_width()) == 8
+    assert QuantGRU(1, 8, bits=4).state_bits == 4 and QuantGRU(1, 8, bits=None, state_bits=8).state_bits is None
+
+
+@pytest.mark.parametrize("state_bits", [3, 17])
+def test_state_bits_outside_bits_to_16_are_refused(state_bits):
+    with pytest.raises(ValueError, match="state_bits must be in 4..16"):
+        QuantGRU(1, 4, bits=4, state_bits=state_bits)

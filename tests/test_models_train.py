@@ -160,3 +160,16 @@ def test_a_missing_init_checkpoint_is_refused_with_nothing_written(tmp_path, cap
     assert "none.pt" in capsys.readouterr().err and not out.exists()
     with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
         TrainConfig(schedule="cosin")
+
+
+def test_state_bits_from_the_command_line_reach_the_model(tmp_path, capsys):
+    out = tmp_path / "state8"
+    assert main(["student", "--quick", "--bits", "4", "--state-bits", "8", "--sigmoid", "hard", "--tanh", "hard",
+                 "--out", str(out)]) == 0
+    model, config, _ = load_checkpoint(out / CHECKPOINT)
+    assert (config.bits, config.state_bits) == (4, 8) and model.encoder.state_bits == 8
+    assert TrainConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "state_bits"}).state_bits is None
+    for bad in (["--bits", "8", "--state-bits", "6"], ["--bits", "float", "--state-bits", "8"]):
+        assert main(["student", "--quick", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "state bits" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
