@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper
 import qonnx.core.data_layout as DataLayout
+from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.infer_datatypes import InferDataTypes
@@ -652,8 +653,37 @@ def _convert(model: ModelWrapper, fpgapart: str, where: str, requant: bool = Fal
         model = model.transform(InferDuplicateStreamsLayer())
         model = model.transform(MinimizeAccumulatorWidth())
         single_fold_matrices_to_hls(model)
+        rtl_weight_types(model, fpgapart)
         model = model.transform(SpecializeLayers(fpgapart))
     return model
+
+
+def rtl_weight_types(model: ModelWrapper, fpgapart: str) -> list[str]:
+    """Widen the weight type of each MVAU whose weights FINN's RTL matrix unit would refuse
+    as typed, so that it stays RTL: `streamline` types weights by their actual range (codes
+    -4..3 of a 4-bit QAT model's recurrent matrix become INT3), while SpecializeLayers wants
+    weights of at least 4 bits and, on a DSP48E1 (7-series), narrow-range ones (never the
+    type's minimum). Refused, the matrix falls back to the HLS unit, which has no RTL here,
+    and the loop holding it could not be simulated or checked. The codes are unchanged;
+    the cost is a bit or two per weight in the weight memory. Returns the nodes widened."""
+    from finn.util.basic import get_dsp_block
+
+    narrow_only = get_dsp_block(fpgapart) == "DSP48E1"
+    widened = []
+    for node in model.graph.node:
+        if node.op_type != "MVAU":
+            continue
+        inst = getCustomOp(node)
+        wdt, weights = inst.get_input_datatype(1), model.get_initializer(node.input[1])
+        if (inst.get_nodeattr("preferred_impl_style") == "hls" or weights is None
+                or not wdt.name.startswith("INT")):
+            continue
+        bits = max(4, wdt.bitwidth() + int(narrow_only and weights.min() == wdt.min()))
+        if bits != wdt.bitwidth():
+            inst.set_nodeattr("weightDataType", f"INT{bits}")
+            model.set_tensor_datatype(node.input[1], DataType[f"INT{bits}"])
+            widened.append(node.name)
+    return widened
 
 
 def single_fold_matrices_to_hls(model: ModelWrapper) -> int:

@@ -1,6 +1,8 @@
 """The parts of FINN (finn-plus) flimcc stands on import and run here, without Vivado:
 conversion to hardware ops, their Python execution, specialisation, folding, estimators."""
 
+import copy
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -94,3 +96,41 @@ def test_elementwise_mul_of_two_streams_is_exact():
     a = rng.integers(-128, 128, size=(4, 8)).astype(np.float32)
     b = rng.integers(0, 256, size=(4, 8)).astype(np.float32)
     np.testing.assert_array_equal(flimcc.execute(model, {"a": a, "b": b})["y"], a * b)
+
+
+@pytest.mark.parametrize("low, high, typed, widened", [(-4, 3, "INT3", "INT4"), (-3, 3, "INT3", "INT4"),
+                                                      (-8, 7, "INT4", "INT5"), (-7, 7, "INT4", None)])
+def test_weight_types_are_widened_for_the_rtl_unit(low, high, typed, widened):
+    """FINN's RTL matrix unit wants weights of 4 bits or more and, on a 7-series DSP,
+    narrow-range ones (no code at the type's minimum); refused, the matrix would take
+    FINN's HLS unit, which has no RTL here. Widened, it stays RTL with the same codes."""
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation,
+    )
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    from flimcc.passes.lower_finn import rtl_weight_types
+
+    rng = np.random.default_rng(1)
+    w = rng.integers(low, high + 1, size=(16, 8)).astype(np.float32)
+    w[0, 0], w[1, 1] = low, high
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 8])],
+                              [numpy_helper.from_array(w, "w")])
+    model = ModelWrapper(qonnx_make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model.set_tensor_datatype("x", DataType["INT8"])
+    model.set_tensor_datatype("w", DataType[typed])
+    model = model.transform(InferShapes()).transform(InferDataTypes())
+    x = rng.integers(-128, 128, size=(6, 16)).astype(np.float32)
+    hw = model.transform(InferQuantizedMatrixVectorActivation()).transform(MinimizeAccumulatorWidth())
+    versal = rtl_weight_types(copy.deepcopy(hw), "xcvc1902-vsva2197-2MP-e-S")  # DSP58: any range
+    assert versal == (["MVAU_mm"] if typed == "INT3" else [])
+    assert rtl_weight_types(hw, PART) == (["MVAU_mm"] if widened else [])
+    hw = hw.transform(SpecializeLayers(PART))
+    from qonnx.custom_op.registry import getCustomOp
+
+    node = hw.graph.node[0]
+    assert (getCustomOp(node).get_input_datatype(1).name, node.op_type) == (widened or typed, "MVAU_rtl")
+    np.testing.assert_array_equal(flimcc.execute(hw, {"x": x})["y"], x @ w)
