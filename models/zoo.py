@@ -97,6 +97,7 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
                    "bytes": onnx_path.stat().st_size},
     }
     entry["comparison"] = comparison(onnx_path, name)
+    entry["hardware"] = hardware(onnx_path)
     onnx_path.with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
     write_readme(zoo_dir)
     return entry
@@ -137,16 +138,49 @@ def comparison(onnx_path: Path, name: str, samples: int = 2000) -> dict:
     return out
 
 
+#: Boards a card's hardware figure is tried on, smallest first.
+HARDWARE_BOARDS = ("pynq-z2", "zcu104", "zcu102")
+
+
+def hardware(onnx_path: Path, boards: tuple[str, ...] = HARDWARE_BOARDS) -> dict:
+    """The model compiled (`flimcc compile`, 8-bit PTQ for a float model, FIFOs not sized)
+    for the first board it fits: cycles per pixel, pixels and seconds per 10,000 pixels at
+    the board's clock, with the boards it did not fit and why. The figure is flimcc's
+    estimate; `flimcc compile` with FIFO sizing measures the loops' RTL against it."""
+    import tempfile
+
+    from flimcc.compile import compile_model
+    from flimcc.errors import FlimccError
+
+    refused = {}
+    for board in boards:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                s = compile_model(onnx_path, board, Path(tmp) / "build", verify_samples=8, size_fifos=False)
+            except FlimccError as e:
+                refused[board] = str(e).splitlines()[0][:300]
+                continue
+        return {"board": board, "clock_mhz": s["clock_mhz"], "pixel_parallelism": s["pixel_parallelism"],
+                "cycles_per_pixel": s["cycles_per_pixel"], "pixels_per_second": round(s["pixels_per_second"]),
+                "seconds_per_10k": round(1e4 / s["pixels_per_second"], 4),
+                "resources": {k: s["resources"][k] for k in ("LUT", "BRAM_18K", "DSP")},
+                "bit_exact": s["verification"]["bit_exact"], "source": "flimcc compile (estimate, FIFOs not sized)",
+                "did_not_fit": refused}
+    return {"board": None, "did_not_fit": refused}
+
+
 def _no_nan(errors: dict) -> dict:
     """NaN (a method that says nothing of a quantity) as null: cards are strict JSON."""
     return {q: {k: (None if isinstance(v, float) and v != v else v) for k, v in e.items()} for q, e in errors.items()}
 
 
 def add_comparison(name: str, samples: int = 2000, zoo_dir: Path = ZOO_DIR) -> dict:
-    """Measure `comparison` for a shipped model and write it into its card (and README)."""
+    """Measure `comparison` and `hardware` for a shipped model and write them into its card
+    (and README)."""
     file = zoo_dir / f"{name}.onnx"
     entry = json.loads(file.with_suffix(".json").read_text())
     entry["comparison"] = comparison(file, name, samples)
+    entry["hardware"] = hardware(file)
     file.with_suffix(".json").write_text(json.dumps(entry, indent=2) + "\n")
     write_readme(zoo_dir)
     return entry
@@ -154,6 +188,30 @@ def add_comparison(name: str, samples: int = 2000, zoo_dir: Path = ZOO_DIR) -> d
 
 def _bits(card: dict) -> str:
     return f"{card['bits']} (state {card['state_bits']})" if "state_bits" in card else str(card["bits"])
+
+
+def _hardware_lines(cards: list[dict]) -> list[str]:
+    """The compiled designs' speed beside least squares' (the card's `hardware`)."""
+    hw = [c for c in cards if "hardware" in c]
+    if not hw:
+        return []
+    lines = ["", "Compiled (`flimcc compile` on the first of " + ", ".join(HARDWARE_BOARDS) + " the model fits; "
+             "float models at 8-bit PTQ; flimcc's estimate at the board's clock), against least squares on the "
+             "test set on this machine:", "",
+             "| model | board | P | cycles/px | px/s | s / 10k px | x least squares | LUT / BRAM18 / DSP |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in hw:
+        h = c["hardware"]
+        if h["board"] is None:
+            lines.append(f"| {c['name']} | fits none | | | | | | |")
+            continue
+        lsq = ((c.get("comparison") or {}).get("test_set", {}).get("rows", {}).get("least-squares") or {})
+        ratio = f"{lsq['seconds_per_10k'] / h['seconds_per_10k']:,.0f}x" if lsq else "-"
+        r = h["resources"]
+        lines.append(f"| {c['name']} | {h['board']} | {h['pixel_parallelism']} | {h['cycles_per_pixel']:,.0f} "
+                     f"| {h['pixels_per_second']:,} | {h['seconds_per_10k']:.3f} | {ratio} "
+                     f"| {r['LUT']:,.0f} / {r['BRAM_18K']:,.0f} / {r['DSP']:,.0f} |")
+    return lines
 
 
 def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
@@ -185,6 +243,7 @@ def write_readme(zoo_dir: Path = ZOO_DIR) -> Path:
                       f"{r['errors'][q]['mae']:.3f} ({r['errors'][q]['bias']:+.3f})") for q in ("tau1", "tau2", "f",
                                                                                           "tau_mean")]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds_per_10k']:.2f} |")
+    lines += _hardware_lines(cards)
     readme = zoo_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n")
     return readme

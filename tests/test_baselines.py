@@ -133,3 +133,32 @@ def test_every_shipped_model_beats_the_baselines_on_its_card(name):
     assert ours["tau_mean"]["mae"] <= 0.7 * aop["tau_mean"]["mae"]
     for q in ("tau1", "tau2"):
         assert ours[q]["mae"] <= lsq[q]["mae"], q
+
+
+#: The seeds' reproduction of the selected configuration (8-bit hard-sigmoid Seq2SeqLite,
+#: distilled, alpha 0.6; `../shared/reference/seeds.md` section 7), full-decay channel.
+SEEDS_STUDENT = {"rmse": 0.016240, "r2": 0.988987, "l2": 0.142927}
+
+
+def within_ten_percent(full: dict) -> dict[str, bool]:
+    """Issue 14: RMSE and L2 at most 10% above the seeds', R^2's shortfall from 1 at most
+    10% above theirs (10% of R^2 itself would allow 0.89)."""
+    return {"rmse": full["rmse"] <= 1.1 * SEEDS_STUDENT["rmse"],
+            "l2": full["l2"] <= 1.1 * SEEDS_STUDENT["l2"],
+            "r2": 1 - full["r2"] <= 1.1 * (1 - SEEDS_STUDENT["r2"])}
+
+
+def test_within_ten_percent_on_hand_worked_figures():
+    assert all(within_ten_percent({"rmse": 0.0178, "l2": 0.157, "r2": 0.9879}).values())
+    assert within_ten_percent({"rmse": 0.0179, "l2": 0.158, "r2": 0.9878}) == {"rmse": False, "l2": False,
+                                                                                 "r2": False}
+
+
+@pytest.mark.xfail(reason="curve RMSE 0.0206, L2 0.178, R^2 0.9837 against the seeds' 0.0162 / 0.143 / 0.9890: "
+                          "trained here for ~4,000 optimizer steps on one CPU thread, the seeds' for up to 300 "
+                          "epochs of 1.28 M decays on a V100", strict=True)
+def test_the_seeds_selected_configuration_is_within_ten_percent_of_their_reproduction():
+    card = zoo.card("seq2seqlite-int8-hard")
+    assert (card["bits"], card["architecture"]["sigmoid"], card["training"]["alpha"]) == (8, "hard", 0.6)
+    assert card["training"]["teacher"] == "seq2seq"
+    assert all(within_ten_percent(card["accuracy"]["full"]).values()), card["accuracy"]["full"]

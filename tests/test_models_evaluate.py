@@ -83,6 +83,20 @@ def test_ship_writes_model_card_and_readme(tmp_path):
     assert card["export"]["max_abs_err"] < 1e-5
     assert (tmp_path / "zoo" / "tiny.json").is_file()
     assert "| tiny |" in (tmp_path / "zoo" / "README.md").read_text()
+    hw = card["hardware"]  # compiled for the smallest board (8-bit PTQ of the float model)
+    assert hw["board"] == "pynq-z2" and hw["bit_exact"] and hw["did_not_fit"] == {}
+    assert hw["seconds_per_10k"] == pytest.approx(1e4 / hw["pixels_per_second"], rel=1e-3)
+    assert hw["pixels_per_second"] == pytest.approx(hw["clock_mhz"] * 1e6 / hw["cycles_per_pixel"], rel=1e-3)
+
+
+def test_hardware_table_on_a_hand_worked_card():
+    card = {"name": "m", "hardware": {"board": "pynq-z2", "pixel_parallelism": 112, "cycles_per_pixel": 2000.0,
+                                      "pixels_per_second": 50_000, "seconds_per_10k": 0.2,
+                                      "resources": {"LUT": 1000.0, "BRAM_18K": 10.0, "DSP": 5.0}},
+            "comparison": {"test_set": {"rows": {"least-squares": {"seconds_per_10k": 90.0}}}}}
+    lines = zoo._hardware_lines([card, {"name": "big", "hardware": {"board": None, "did_not_fit": {}}}])
+    assert "| m | pynq-z2 | 112 | 2,000 | 50,000 | 0.200 | 450x | 1,000 / 10 / 5 |" in lines  # 90 / 0.2
+    assert "| big | fits none | | | | | | |" in lines
 
 
 def test_ship_refuses_a_float_shadow_and_counts_the_runs_a_model_started_from(tmp_path, capsys):
