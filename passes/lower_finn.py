@@ -676,8 +676,9 @@ def rtl_weight_types(model: ModelWrapper, fpgapart: str) -> list[str]:
         inst = getCustomOp(node)
         wdt, weights = inst.get_input_datatype(1), model.get_initializer(node.input[1])
         if (inst.get_nodeattr("preferred_impl_style") == "hls" or weights is None
-                or not wdt.name.startswith("INT")):
-            continue
+                or not wdt.name.startswith("INT") or inst.get_nodeattr("noActivation") == 0
+                or inst.get_nodeattr("binaryXnorMode") == 1):
+            continue  # HLS whatever the weights (the RTL unit has no thresholds, no XNOR)
         bits = max(4, wdt.bitwidth() + int(narrow_only and weights.min() == wdt.min()))
         if bits != wdt.bitwidth():
             inst.set_nodeattr("weightDataType", f"INT{bits}")

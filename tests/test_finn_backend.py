@@ -134,3 +134,19 @@ def test_weight_types_are_widened_for_the_rtl_unit(low, high, typed, widened):
     node = hw.graph.node[0]
     assert (getCustomOp(node).get_input_datatype(1).name, node.op_type) == (widened or typed, "MVAU_rtl")
     np.testing.assert_array_equal(flimcc.execute(hw, {"x": x})["y"], x @ w)
+
+
+def test_a_matrix_unit_with_thresholds_keeps_its_weight_type():
+    # Thresholds inside the MVAU make it HLS whatever its weights: nothing to widen.
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+        InferQuantizedMatrixVectorActivation,
+    )
+    from qonnx.custom_op.registry import getCustomOp
+
+    from flimcc.passes.lower_finn import rtl_weight_types
+
+    model = _matmul_threshold_model(np.random.default_rng(3))
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.full((16, 8), -8, np.float32), "w"))
+    hw = model.transform(InferQuantizedMatrixVectorActivation())
+    assert getCustomOp(hw.graph.node[0]).get_nodeattr("noActivation") == 0
+    assert rtl_weight_types(hw, PART) == [] and getCustomOp(hw.graph.node[0]).get_input_datatype(1).name == "INT4"
