@@ -36,7 +36,10 @@ the float ONNX GRU math). All scales are powers of two, so an integer lowering i
   carries its rounding error over all T steps, so a narrow model keeps a wider state
   (the seeds' "8-bit-state" variants) while its weights and gates stay at ``bits``;
 - accumulators (the matrix products plus biases) are not quantized: integer arithmetic
-  on power-of-two grids, they are exact in float32 for these sizes.
+  on power-of-two grids, they are exact in float32 for these sizes. The one exception is
+  reset-after's h R_h + Rb_h, which r multiplies: it is requantized to 13 signed bits
+  with a learned power-of-two scale (`accumulator_quant`), else the product's integers
+  pass float32's exact 2^24 and the compiler refuses the model.
 
 The input projection of all T steps is one matrix product before the loop, and the
 weights are quantized once per call, so an export holds one weight ``Quant`` per tensor
@@ -91,6 +94,21 @@ def unsigned_unit_quant(bits: int | None):
         return None
     return Uint8ActPerTensorFixedPoint.let(
         bit_width=bits, scaling_impl_type=ScalingImplType.CONST, min_val=0.0, max_val=2.0)
+
+
+#: Bits of the reset-after accumulator h R_h + Rb_h.
+ACCUMULATOR_BITS = 13
+
+
+def accumulator_quant(bits: int | None):
+    """The reset-after accumulator h R_h + Rb_h requantized to 13 signed bits with a learned
+    power-of-two scale s before r multiplies it. Unrequantized, r times it needs integers
+    beyond float32's exact 2^24, which the compiler refuses. Why 13 (c): the candidate's
+    sum x W_h + b_Wh + r * acc lives on the product's grid 2^-(b-1) s, r < 2 on b bits,
+    the accumulator's range A = 2^(c-1) s, G the bound of x W_h + b_Wh; its integers stay
+    below 2^24 while 2 + G / A < 2^(26 - b - c): at 8 bits G < 30 A. At PTQ's 16 bits
+    (whose scale comes from a loose static bound) a learned, tight scale leaves G < 2 A."""
+    return None if bits is None else Int8ActPerTensorFixedPoint.let(bit_width=ACCUMULATOR_BITS)
 
 
 # --- layers ------------------------------------------------------------------------------
@@ -164,6 +182,8 @@ class QuantGRU(nn.Module):
         # The state and r * h, the two inputs of the recurrent products, share one grid.
         self.state_quant = QuantIdentity(act_quant=signed_unit_quant(state_bits))
         self.reset_quant = QuantIdentity(act_quant=signed_unit_quant(state_bits))
+        if linear_before_reset:
+            self.accumulator_quant = QuantIdentity(act_quant=accumulator_quant(bits))
         self._init_like_pytorch()
 
     def _init_like_pytorch(self) -> None:
@@ -199,7 +219,7 @@ class QuantGRU(nn.Module):
     def _step_reset_after(self, gx_zr, gx_h, h, R_zr, R_h, Rb):
         Rb_zr, Rb_h = Rb.split([2 * self.hidden_size, self.hidden_size])
         z, r = _value(self.gate(gx_zr + h @ R_zr + Rb_zr)).split(self.hidden_size, dim=1)
-        candidate = _value(self.candidate(gx_h + r * (h @ R_h + Rb_h)))
+        candidate = _value(self.candidate(gx_h + r * _value(self.accumulator_quant(h @ R_h + Rb_h))))
         return self._update(z, candidate, h)
 
     def _update(self, z, candidate, h):
@@ -244,3 +264,26 @@ class QuantSeq2SeqLite(nn.Module):
         _, state = self.encoder(_value(self.input_quant(x)))
         decoded, _ = self.decoder(torch.zeros_like(x), state)
         return _value(self.dense(decoded))
+
+
+def from_torch_gru(state: dict[str, torch.Tensor], hidden: int) -> dict[str, torch.Tensor]:
+    """The weights of a float `Seq2SeqLite` (``torch.nn.GRU``, one layer per side) in
+    `QuantSeq2SeqLite`'s names, for its reset-after form (``linear_before_reset=1``) with
+    logistic/tanh activations: the same function exactly, so a quantized reset-after
+    student can start its QAT from the trained float student (its float shadow).
+
+    PyTorch orders the gates (r, z, n), ONNX and QuantGRU (z, r, h); PyTorch's b_ih/b_hh
+    are QuantGRU's input.bias/recurrent.bias (Wb/Rb), both reset-after."""
+    H = hidden
+
+    def zrh(t: torch.Tensor) -> torch.Tensor:
+        r, z, n = t.split(H)
+        return torch.cat([z, r, n]).clone()
+
+    out = {}
+    for side in ("encoder", "decoder"):
+        for torch_name, name in (("weight_ih_l0", "input.weight"), ("bias_ih_l0", "input.bias"),
+                                 ("weight_hh_l0", "recurrent.weight"), ("bias_hh_l0", "recurrent.bias")):
+            out[f"{side}.{name}"] = zrh(state[f"{side}.{torch_name}"])
+    out["dense.weight"], out["dense.bias"] = state["dense.weight"].clone(), state["dense.bias"].clone()
+    return out

@@ -3,6 +3,7 @@
     python -m flimcc.models.train teacher|student [--quick] [--out DIR] [--epochs N]
         [--samples N] [--bits 8|6|4|float] [--state-bits N] [--alpha 0.6] [--teacher CKPT] [--resume]
         [--device auto|cpu|cuda] [--threads 1] [--lr LR] [--batch-size B] [--sigmoid hard] [--tanh hard]
+        [--reset-after] [--init CKPT]
 
 - Teacher: MSE on the three output curves (reference ``seeds.md`` section 5).
 - Student: alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, truth), alpha = 0.6
@@ -36,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from .fli_data import INSTRUMENTS, SimConfig, simulate
-from .quant_gru import QuantSeq2SeqLite
+from .quant_gru import QuantSeq2SeqLite, from_torch_gru
 from .seq2seq import Seq2Seq, Seq2SeqLite, count_parameters
 
 #: Simulator seeds of the training and validation sets (the test set is evaluate.py's).
@@ -151,9 +152,17 @@ def initial_weights(model: nn.Module, config: TrainConfig, device: torch.device)
     """Load ``config.init``'s weights into ``model`` (the run's architecture): every weight
     and bias of the checkpoint must have its place and shape; only the quantizers' own
     state (absent from a float shadow) may stay as built. This is how a quantized student
-    starts from its trained float shadow instead of from random weights."""
+    starts from its trained float shadow instead of from random weights. A reset-after
+    logistic/tanh student (``linear_before_reset=1``) takes the float PyTorch student's
+    checkpoint as its shadow (`from_torch_gru`: the same function)."""
     ckpt = torch.load(config.init, map_location=device, weights_only=False)
     source = ckpt["model"]
+    source_config = TrainConfig.from_dict(ckpt["config"]) if "config" in ckpt else None
+    if (source_config is not None and is_torch_gru(source_config) and isinstance(model, QuantSeq2SeqLite)
+            and (model.linear_before_reset, model.sigmoid, model.tanh) == (1, "logistic", "tanh")
+            and source_config.hidden == model.hidden):
+        # The float PyTorch student is this reset-after student with its quantizers off.
+        source = from_torch_gru(source, model.hidden)
     target = model.state_dict()
     misfit = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
     if misfit:
@@ -351,6 +360,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bits", type=_bits, default=8, help="student: 8, 6, 4 (QAT) or float")
     p.add_argument("--state-bits", type=int, help="quantized student: bits of the hidden state, "
                    "at least --bits (default: as --bits)")
+    p.add_argument("--reset-after", dest="linear_before_reset", action="store_const", const=1,
+                   help="quantized student: PyTorch's reset-after GRU (ONNX linear_before_reset=1), which "
+                        "can start from the float student (--init)")
     p.add_argument("--sigmoid", choices=["logistic", "hard"], help="quantized student's gate activation")
     p.add_argument("--tanh", choices=["tanh", "hard"], help="quantized student's candidate activation")
     p.add_argument("--alpha", type=float, help="distillation weight (default 0.6)")
@@ -377,7 +389,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.samples is not None:
         overrides |= {"samples": args.samples, "val_samples": max(32, args.samples // 10)}
     for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed", "schedule", "init",
-                 "state_bits"):
+                 "state_bits", "linear_before_reset"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.model == "student":

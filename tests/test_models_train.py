@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -138,6 +139,37 @@ def test_quantized_student_starts_from_its_float_shadow(tmp_path):
     with pytest.raises(ValueError, match="--init .*teacher.*do not fit"):
         initial_weights(build_model(qat), TrainConfig(init=str(tmp_path / "teacher" / CHECKPOINT)),
                         torch.device("cpu"))
+
+
+def test_reset_after_student_starts_from_the_float_pytorch_student(tmp_path):
+    float_run = TrainConfig.for_model("student", bits=None, epochs=1, **TINY)
+    train(float_run, tmp_path / "float", quiet=True, threads=1)
+    float_student, _, _ = load_checkpoint(tmp_path / "float" / CHECKPOINT)
+    from flimcc.models.train import config_from_args, parse_args
+
+    qat = config_from_args(parse_args(["student", "--bits", "8", "--reset-after",
+                                       "--init", str(tmp_path / "float" / CHECKPOINT)]))
+    assert qat.linear_before_reset == 1 and qat.init
+    shadow = build_model(dataclasses.replace(qat, bits=None, linear_before_reset=1))
+    assert type(shadow).__name__ == "Seq2SeqLite"  # a float logistic student is PyTorch's GRU
+    # The quantized architecture with its quantizers off, started from the float student,
+    # computes the float student's function (the gate order and biases mapped exactly).
+    from flimcc.models.quant_gru import QuantSeq2SeqLite
+
+    off = QuantSeq2SeqLite(32, None, linear_before_reset=1)
+    initial_weights(off, dataclasses.replace(qat, bits=None), torch.device("cpu"))
+    x = torch.rand(4, 20, 1)
+    with torch.no_grad():
+        assert torch.allclose(off.eval()(x), float_student(x), atol=1e-5)
+    # At 8 bits it starts near it (not from random weights).
+    q = build_model(qat)
+    initial_weights(q, qat, torch.device("cpu"))
+    with torch.no_grad():
+        assert (q.eval()(x) - float_student(x)).abs().max() < 0.1
+    # The reset-before student (the default) has no such mapping: refused by name.
+    with pytest.raises(ValueError, match="do not fit"):
+        initial_weights(build_model(dataclasses.replace(qat, linear_before_reset=0)),
+                        dataclasses.replace(qat, linear_before_reset=0), torch.device("cpu"))
 
 
 def test_instrument_range_and_simulator_fields_from_the_command_line(capsys):
