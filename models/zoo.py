@@ -49,6 +49,7 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
 
     from .export import OPSET, check_export, export
     from .lifetimes import evaluate
+    from .quant_gru import ACCUMULATOR_BITS
     from .seq2seq import count_parameters
     from .test_set import TEST_SEED, make_test_set
     from .train import SUMMARY, TRAIN_SEED, VAL_SEED, is_torch_gru, load_checkpoint, predict
@@ -79,6 +80,8 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
         "parameters": count_parameters(model),
         "bits": "float" if config.bits is None else config.bits,
         **({"state_bits": config.state_bits} if config.state_bits not in (None, config.bits) else {}),
+        # reset-after's h R_h + Rb_h, requantized before r multiplies it (quant_gru.accumulator_quant)
+        **({"accumulator_bits": ACCUMULATOR_BITS} if config.bits is not None and config.linear_before_reset else {}),
         "training_data": {"simulator": "flimcc.models.fli_data.simulate", "sim_config": config.sim,
                           "train_samples": config.samples, "train_seed": TRAIN_SEED,
                           "val_samples": config.val_samples, "val_seed": VAL_SEED},

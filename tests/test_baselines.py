@@ -115,8 +115,6 @@ SHORT_OF_THE_CLAIM = {
     "seq2seqlite-int4": "4-bit weights and gates, 8-bit state: tau_mean MAE 0.194 ns (area over peak 0.190), "
                         "tau1 0.376 (least squares 0.310); all-4-bit it was 0.62 ns",
     "seq2seqlite-int8": "distilled from the 8-epoch teacher",
-    "seq2seqlite-float-wide": "trained over many instruments: tau1 MAE 0.331 ns on the test set, least squares 0.310 "
-                              "(on the shifted instrument 0.234 against 0.272)",
 }
 
 
