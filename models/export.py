@@ -103,7 +103,8 @@ def export(model: nn.Module, path: str | os.PathLike, steps: int = DEFAULT_N_GAT
     path = (export_qonnx if quantized else export_float)(model, path, steps)
     props = {"flimcc.model": type(model).__name__, "flimcc.steps": str(steps),
              "flimcc.bits": str(model.bits) if quantized else "float",
-             **({"flimcc.state_bits": str(model.state_bits)} if quantized else {}), **(metadata or {})}
+             **({"flimcc.state_bits": str(model.state_bits), "flimcc.act_bits": str(model.act_bits)}
+                if quantized else {}), **(metadata or {})}
     proto = onnx.load(path)
     if quantized:
         dynamic_batch(proto)

@@ -32,9 +32,12 @@ the float ONNX GRU math). All scales are powers of two, so an integer lowering i
 - candidate, hidden state and the reset product r * h: signed on the 2^-(b-1) grid,
   [-1, 1 - 2^-(b-1)] (QKeras' ``quantized_tanh``). Requantizing r * h keeps the input of
   the recurrent matrix product at the state's bits;
-- ``state_bits`` (default ``bits``) widens the hidden state and r * h alone: the state
+- ``state_bits`` (default ``act_bits``) widens the hidden state and r * h alone: the state
   carries its rounding error over all T steps, so a narrow model keeps a wider state
   (the seeds' "8-bit-state" variants) while its weights and gates stay at ``bits``;
+- ``act_bits`` (default ``bits``) sets everything but the weights: the input, the gates,
+  the candidate and the biases (W4A8 is ``bits=4, act_bits=8``). A gate on 4 bits moves
+  the state in eighths; the biases fold into the threshold tables, so their bits cost nothing;
 - accumulators (the matrix products plus biases) are not quantized: integer arithmetic
   on power-of-two grids, they are exact in float32 for these sizes. The one exception is
   reset-after's h R_h + Rb_h, which r multiplies: it is requantized to 13 signed bits
@@ -155,7 +158,7 @@ class QuantGRU(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, linear_before_reset: int = 0,
                  bits: int | None = 8, sigmoid: str = "logistic", tanh: str = "tanh",
-                 state_bits: int | None = None):
+                 state_bits: int | None = None, act_bits: int | None = None):
         super().__init__()
         if linear_before_reset not in (0, 1):
             raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
@@ -165,20 +168,23 @@ class QuantGRU(nn.Module):
             raise ValueError(f"tanh must be one of {TANHS}, got {tanh!r}")
         if bits is not None and not 2 <= bits <= 16:
             raise ValueError(f"bits must be in 2..16 or None (float), got {bits!r}")
-        state_bits = bits if state_bits is None or bits is None else state_bits
-        if bits is not None and not bits <= state_bits <= 16:
-            raise ValueError(f"state_bits must be in {bits}..16 (at least bits), got {state_bits!r}")
-        self.state_bits = state_bits
+        act_bits = bits if act_bits is None or bits is None else act_bits
+        if bits is not None and not bits <= act_bits <= 16:
+            raise ValueError(f"act_bits must be in {bits}..16 (at least bits), got {act_bits!r}")
+        state_bits = act_bits if state_bits is None or bits is None else state_bits
+        if bits is not None and not act_bits <= state_bits <= 16:
+            raise ValueError(f"state_bits must be in {act_bits}..16 (at least bits and act_bits), got {state_bits!r}")
+        self.state_bits, self.act_bits = state_bits, act_bits
         self.input_size, self.hidden_size = input_size, hidden_size
         self.linear_before_reset, self.bits, self.sigmoid, self.tanh = linear_before_reset, bits, sigmoid, tanh
         H = hidden_size
         self.input = QuantLinear(input_size, 3 * H, bias=True,
-                                 weight_quant=weight_quant(bits), bias_quant=bias_quant(bits))
+                                 weight_quant=weight_quant(bits), bias_quant=bias_quant(act_bits))
         self.recurrent = QuantLinear(H, 3 * H, bias=bool(linear_before_reset),
-                                     weight_quant=weight_quant(bits), bias_quant=bias_quant(bits))
+                                     weight_quant=weight_quant(bits), bias_quant=bias_quant(act_bits))
         gate_cls = QuantSigmoid if sigmoid == "logistic" else QuantHardSigmoid
-        self.gate = gate_cls(act_quant=unsigned_unit_quant(bits))
-        self.candidate = _candidate_activation(tanh, bits)
+        self.gate = gate_cls(act_quant=unsigned_unit_quant(act_bits))
+        self.candidate = _candidate_activation(tanh, act_bits)
         # The state and r * h, the two inputs of the recurrent products, share one grid.
         self.state_quant = QuantIdentity(act_quant=signed_unit_quant(state_bits))
         self.reset_quant = QuantIdentity(act_quant=signed_unit_quant(state_bits))
@@ -248,17 +254,17 @@ class QuantSeq2SeqLite(nn.Module):
 
     def __init__(self, hidden: int = 32, bits: int | None = 8, linear_before_reset: int = 0,
                  sigmoid: str = "logistic", tanh: str = "tanh", outputs: int = 3,
-                 state_bits: int | None = None):
+                 state_bits: int | None = None, act_bits: int | None = None):
         super().__init__()
         self.hidden, self.bits = hidden, bits
         self.linear_before_reset, self.sigmoid, self.tanh = linear_before_reset, sigmoid, tanh
         # The input is peak-normalised to [0, 1]: unsigned, 1.0 exactly on the grid.
-        self.input_quant = QuantIdentity(act_quant=unsigned_unit_quant(bits))
-        self.encoder = QuantGRU(1, hidden, linear_before_reset, bits, sigmoid, tanh, state_bits)
-        self.decoder = QuantGRU(1, hidden, linear_before_reset, bits, sigmoid, tanh, state_bits)
-        self.state_bits = self.encoder.state_bits
+        self.input_quant = QuantIdentity(act_quant=unsigned_unit_quant(bits if act_bits is None else act_bits))
+        self.encoder = QuantGRU(1, hidden, linear_before_reset, bits, sigmoid, tanh, state_bits, act_bits)
+        self.decoder = QuantGRU(1, hidden, linear_before_reset, bits, sigmoid, tanh, state_bits, act_bits)
+        self.state_bits, self.act_bits = self.encoder.state_bits, self.encoder.act_bits
         self.dense = QuantLinear(hidden, outputs, bias=True,
-                                 weight_quant=weight_quant(bits), bias_quant=bias_quant(bits))
+                                 weight_quant=weight_quant(bits), bias_quant=bias_quant(self.act_bits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, state = self.encoder(_value(self.input_quant(x)))

@@ -1,7 +1,7 @@
 """Training: the float teacher, and the student by knowledge distillation, float or QAT.
 
     python -m flimcc.models.train teacher|student [--quick] [--out DIR] [--epochs N]
-        [--samples N] [--bits 8|6|4|float] [--state-bits N] [--alpha 0.6] [--teacher CKPT] [--resume]
+        [--samples N] [--bits 8|6|4|float] [--act-bits N] [--state-bits N] [--alpha 0.6] [--teacher CKPT] [--resume]
         [--device auto|cpu|cuda] [--threads 1] [--lr LR] [--batch-size B] [--sigmoid hard] [--tanh hard]
         [--reset-after] [--init CKPT]
 
@@ -51,7 +51,8 @@ class TrainConfig:
 
     model: str = "student"  # "teacher" | "student"
     bits: int | None = 8  # student only: 8, 6, 4, or None for the float student
-    state_bits: int | None = None  # quantized student: the hidden state's bits (None: as bits)
+    state_bits: int | None = None  # quantized student: the hidden state's bits (None: as act_bits)
+    act_bits: int | None = None  # quantized student: input, gates, candidate, biases (None: as bits)
     hidden: int = 32
     layers: int = 1  # GRU layers per side (the teacher has 2)
     linear_before_reset: int = 0  # quantized student; the float models are PyTorch's (1)
@@ -73,9 +74,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.state_bits is not None and (self.bits is None or not self.bits <= self.state_bits <= 16):
-            raise ValueError(f"state bits {self.state_bits} need a quantized student with bits <= "
-                             f"state bits <= 16 (bits: {'float' if self.bits is None else self.bits})")
+        if self.act_bits is not None and (self.bits is None or not self.bits <= self.act_bits <= 16):
+            raise ValueError(f"activation bits {self.act_bits} need a quantized student with bits <= "
+                             f"activation bits <= 16 (bits: {'float' if self.bits is None else self.bits})")
+        floor = self.act_bits or self.bits
+        if self.state_bits is not None and (self.bits is None or not floor <= self.state_bits <= 16):
+            raise ValueError(f"state bits {self.state_bits} need a quantized student with bits and activation "
+                             f"bits <= state bits <= 16 (bits: {'float' if self.bits is None else self.bits}"
+                             f"{f', activation bits: {self.act_bits}' if self.act_bits else ''})")
 
     @classmethod
     def for_model(cls, model: str, **overrides) -> TrainConfig:
@@ -136,7 +142,7 @@ def build_model(config: TrainConfig) -> nn.Module:
     if is_torch_gru(config):
         return Seq2SeqLite(config.hidden)
     return QuantSeq2SeqLite(config.hidden, config.bits, config.linear_before_reset, config.sigmoid, config.tanh,
-                            state_bits=config.state_bits)
+                            state_bits=config.state_bits, act_bits=config.act_bits)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
@@ -360,6 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bits", type=_bits, default=8, help="student: 8, 6, 4 (QAT) or float")
     p.add_argument("--state-bits", type=int, help="quantized student: bits of the hidden state, "
                    "at least --bits (default: as --bits)")
+    p.add_argument("--act-bits", type=int, help="quantized student: bits of everything but the weights (input, "
+                   "gates, candidate, biases; default --bits): --bits 4 --act-bits 8 is W4A8")
     p.add_argument("--reset-after", dest="linear_before_reset", action="store_const", const=1,
                    help="quantized student: PyTorch's reset-after GRU (ONNX linear_before_reset=1), which "
                         "can start from the float student (--init)")
@@ -389,7 +397,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.samples is not None:
         overrides |= {"samples": args.samples, "val_samples": max(32, args.samples // 10)}
     for name in ("epochs", "batch_size", "lr", "sigmoid", "tanh", "alpha", "teacher", "seed", "schedule", "init",
-                 "state_bits", "linear_before_reset"):
+                 "state_bits", "act_bits", "linear_before_reset"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.model == "student":

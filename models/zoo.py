@@ -79,7 +79,8 @@ def ship(checkpoint: str | Path, name: str, check_samples: int = 8, accuracy_sam
                          "output": f"y (batch, {test.config.n_gates}, 3), [full, short, long] curves"},
         "parameters": count_parameters(model),
         "bits": "float" if config.bits is None else config.bits,
-        **({"state_bits": config.state_bits} if config.state_bits not in (None, config.bits) else {}),
+        **({"act_bits": config.act_bits} if config.act_bits not in (None, config.bits) else {}),
+        **({"state_bits": model.state_bits} if config.bits is not None and model.state_bits != config.bits else {}),
         # reset-after's h R_h + Rb_h, requantized before r multiplies it (quant_gru.accumulator_quant)
         **({"accumulator_bits": ACCUMULATOR_BITS} if config.bits is not None and config.linear_before_reset else {}),
         "training_data": {"simulator": "flimcc.models.fli_data.simulate", "sim_config": config.sim,
@@ -190,7 +191,9 @@ def add_comparison(name: str, samples: int = 2000, zoo_dir: Path = ZOO_DIR) -> d
 
 
 def _bits(card: dict) -> str:
-    return f"{card['bits']} (state {card['state_bits']})" if "state_bits" in card else str(card["bits"])
+    """"4 (act 8, state 8)": weights, and what differs from them."""
+    extra = [f"{label} {card[key]}" for key, label in (("act_bits", "act"), ("state_bits", "state")) if key in card]
+    return f"{card['bits']} ({', '.join(extra)})" if extra else str(card["bits"])
 
 
 def _hardware_lines(cards: list[dict]) -> list[str]:

@@ -99,6 +99,12 @@ def test_hardware_table_on_a_hand_worked_card():
     assert "| big | fits none | | | | | | |" in lines
 
 
+def test_bits_column_names_what_differs_from_the_weights():
+    assert zoo._bits({"bits": 8}) == "8" and zoo._bits({"bits": "float"}) == "float"
+    assert zoo._bits({"bits": 4, "state_bits": 8}) == "4 (state 8)"
+    assert zoo._bits({"bits": 4, "act_bits": 8, "state_bits": 8}) == "4 (act 8, state 8)"
+
+
 def test_ship_refuses_a_float_shadow_and_counts_the_runs_a_model_started_from(tmp_path, capsys):
     from flimcc.models.train import CHECKPOINT, TrainConfig, train
 

@@ -108,13 +108,14 @@ def test_shipped_qonnx_models_have_a_dynamic_batch_axis(name):
     assert zoo.card(name)["export"]["bytes"] == zoo.path(name).stat().st_size
 
 
-def test_qonnx_export_of_a_wider_state_is_bit_exact_and_says_so(tmp_path):
+@pytest.mark.parametrize("kwargs, act", [({"state_bits": 8}, "4"), ({"act_bits": 8}, "8")], ids=["state8", "w4a8"])
+def test_qonnx_export_of_a_wider_state_is_bit_exact_and_says_so(tmp_path, kwargs, act):
     torch.manual_seed(5)
-    model = QuantSeq2SeqLite(bits=4, sigmoid="hard", tanh="hard", state_bits=8).eval()
+    model = QuantSeq2SeqLite(bits=4, sigmoid="hard", tanh="hard", **kwargs).eval()
     path = export(model, tmp_path / "state8.onnx", steps=QUANT_STEPS)
     proto = onnx.load(path)
     props = {p.key: p.value for p in proto.metadata_props}
-    assert props["flimcc.bits"] == "4" and props["flimcc.state_bits"] == "8"
+    assert props["flimcc.bits"] == "4" and props["flimcc.state_bits"] == "8" and props["flimcc.act_bits"] == act
     widths = Counter(int(onnx.numpy_helper.to_array(i).item()) for i in proto.graph.initializer
                      if any(n.op_type == "Quant" and n.input[3] == i.name for n in proto.graph.node))
     assert widths[8] > 0 and widths[4] > 0

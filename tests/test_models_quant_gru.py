@@ -147,3 +147,23 @@ def test_a_wider_state_keeps_weights_and_gates_at_bits():
 def test_state_bits_outside_bits_to_16_are_refused(state_bits):
     with pytest.raises(ValueError, match="state_bits must be in 4..16"):
         QuantGRU(1, 4, bits=4, state_bits=state_bits)
+
+
+def test_w4a8_keeps_weights_at_4_bits_and_the_rest_at_act_bits():
+    # bits=4, act_bits=8: weights on 4 bits; input, gates, candidate and biases on 8; the
+    # state follows act_bits unless state_bits says otherwise.
+    torch.manual_seed(4)
+    model = QuantSeq2SeqLite(bits=4, act_bits=8, sigmoid="hard", tanh="hard").eval()
+    gru = model.encoder
+    assert (model.act_bits, model.state_bits) == (8, 8)
+    assert int(gru.recurrent.quant_weight().bit_width) == 4 and int(model.dense.quant_weight().bit_width) == 4
+    assert int(gru.input.quant_bias().bit_width) == 8 and int(model.dense.quant_bias().bit_width) == 8
+    with torch.no_grad():
+        gates = gru.gate(torch.tensor([0.01, 0.5 + 2 ** -8]))
+        assert gates.tolist() == [0.5078125, 0.75]  # the 2^-7 grid, where 4 bits would give 0.5, 0.75
+        assert model.input_quant(torch.tensor([0.3])).item() == round(0.3 * 128) / 128
+    assert QuantSeq2SeqLite(bits=4).act_bits == 4 and QuantSeq2SeqLite(bits=None, act_bits=8).act_bits is None
+    with pytest.raises(ValueError, match="act_bits must be in 4..16"):
+        QuantGRU(1, 4, bits=4, act_bits=3)
+    with pytest.raises(ValueError, match="state_bits must be in 8..16"):
+        QuantGRU(1, 4, bits=4, act_bits=8, state_bits=6)

@@ -205,3 +205,17 @@ def test_state_bits_from_the_command_line_reach_the_model(tmp_path, capsys):
         assert main(["student", "--quick", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert "state bits" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_act_bits_from_the_command_line_reach_the_model(tmp_path, capsys):
+    out = tmp_path / "w4a8"
+    assert main(["student", "--quick", "--bits", "4", "--act-bits", "8", "--out", str(out)]) == 0
+    model, config, _ = load_checkpoint(out / CHECKPOINT)
+    assert (config.bits, config.act_bits, model.act_bits, model.state_bits) == (4, 8, 8, 8)
+    for bad in (["--bits", "8", "--act-bits", "4"], ["--bits", "float", "--act-bits", "8"]):
+        assert main(["student", "--quick", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "activation bits" in capsys.readouterr().err
+    assert main(["student", "--quick", "--bits", "4", "--act-bits", "8", "--state-bits", "6",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "state bits 6" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
