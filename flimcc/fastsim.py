@@ -200,6 +200,23 @@ def _emit_node(prog: _Program, code: list, node, gm: ModelWrapper, width: dict, 
         out = fresh(node.output[0])
         # int32 is exact: operands and result are integers below 2^24 (their datatypes)
         code.append(f"    for (int j = 0; j < {c}; j++) {out}[j] = {operands[0]} {sym} {operands[1]};")
+    elif op == "IntRequant":
+        # clip((x * S + B + 2^(k-1)) >> k): the node's own integer form, which its _params
+        # proved equal to FINN's float32 formula over every input it can get.
+        from qonnx.custom_op.general.intquant import max_int, min_int
+
+        sc, bc, k = inst_n._params(gm)
+        odt = inst_n.get_output_datatype()
+        qlo = min_int(odt.signed(), inst_n.get_nodeattr("narrow"), odt.bitwidth())
+        qhi = max_int(odt.signed(), inst_n.get_nodeattr("narrow"), odt.bitwidth())
+        c = width[node.output[0]]
+        x = prog.names[node.input[0]][0]
+        out = fresh(node.output[0])
+        ts, tb = prog.table(np.asarray(sc, np.int64), "int64_t"), prog.table(np.asarray(bc, np.int64), "int64_t")
+        half = (1 << (k - 1)) if k else 0
+        code += [f"    for (int j = 0; j < {c}; j++) {{",
+                 f"      int64_t v = ((int64_t){x}[j] * {ts}[j] + {tb}[j] + {half}LL) >> {k};",
+                 f"      {out}[j] = (int32_t)(v < {int(qlo)}LL ? {int(qlo)}LL : v > {int(qhi)}LL ? {int(qhi)}LL : v); }}"]
     else:
         raise UnsupportedError(f"node '{node.name}': {node.op_type} has no fast kernel")
 
@@ -252,7 +269,7 @@ def loop_program(inst) -> tuple[str, list[np.ndarray], dict]:
 
 _KERNELS = ("DuplicateStreams", "StreamingFIFO", "StreamingSplit", "MVAU", "MVAULut", "Thresholding",
             "ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "IntElementwiseAdd", "IntElementwiseSub",
-            "IntElementwiseMul")
+            "IntElementwiseMul", "IntRequant")
 
 
 def _activation(inst) -> tuple[int, int]:

@@ -34,10 +34,10 @@ def zoo_proto():
 def test_zoo_qonnx_model_loads_completely(zoo_proto):
     model = flimcc.load(zoo.path(ZOO_MODEL))
     nodes = model.graph.node
-    assert len(nodes) == len(zoo_proto.graph.node) == 5021
+    assert len(nodes) == len(zoo_proto.graph.node) == 5565
     ops = collections.Counter((n.domain, n.op_type) for n in nodes)
     # InferShapes hides the custom ops from ONNX and puts every one of them back
-    assert ops[("qonnx.custom_op.general", "Quant")] == 1090
+    assert ops[("qonnx.custom_op.general", "Quant")] == 1092
     assert ops == collections.Counter((n.domain, n.op_type) for n in zoo_proto.graph.node)
     names = [n.name for n in nodes]
     assert len(set(names)) == len(names) and all(names)
