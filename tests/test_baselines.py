@@ -159,3 +159,24 @@ def test_the_seeds_selected_configuration_is_within_ten_percent_of_their_reprodu
     assert (card["bits"], card["architecture"]["sigmoid"], card["training"]["alpha"]) == (8, "hard", 0.6)
     assert card["training"]["teacher"] == "seq2seq"
     assert all(within_ten_percent(card["accuracy"]["full"]).values()), card["accuracy"]["full"]
+
+
+#: Lifetime RMSE of an 8-bit-state Seq2SeqLite in a later study (``seeds.md`` section 7),
+#: on a test distribution that reference does not give.
+LATER_STUDY_RMSE = {"tau1": 0.20, "tau2": 0.22}
+
+
+@pytest.mark.parametrize("name", ["seq2seqlite-int8", "seq2seqlite-int8-hard"])
+def test_8_bit_students_lifetime_rmse_beats_least_squares(name):
+    """On the test set (peak counts 25-500, tau1 and tau2 both drawn from 0.05-3 ns) the
+    per-component lifetimes' RMSE of the 8-bit students is below the least-squares fit's."""
+    rows = zoo.card(name)["comparison"]["test_set"]["rows"]
+    for q in ("tau1", "tau2"):
+        assert rows[name]["errors"][q]["rmse"] < rows["least-squares"]["errors"][q]["rmse"], q
+
+
+@pytest.mark.xfail(strict=True, reason="the later study's 0.20/0.22 ns come from a test distribution the reference "
+                   "does not give; on this test set the least-squares fit itself reads 0.56/1.20 ns (its card)")
+def test_8_bit_student_reaches_the_later_studys_lifetime_rmse():
+    errors = zoo.card("seq2seqlite-int8")["comparison"]["test_set"]["rows"]["seq2seqlite-int8"]["errors"]
+    assert all(errors[q]["rmse"] <= LATER_STUDY_RMSE[q] for q in LATER_STUDY_RMSE), errors
