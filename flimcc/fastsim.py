@@ -206,7 +206,11 @@ def _emit_node(prog: _Program, code: list, node, gm: ModelWrapper, width: dict, 
         from qonnx.custom_op.general.intquant import max_int, min_int
 
         sc, bc, k = inst_n._params(gm)
-        odt = inst_n.get_output_datatype()
+        idt, odt = inst_n.get_input_datatype(0), inst_n.get_output_datatype()
+        # int64 holds x * S + B exactly (C's >> on a negative int64 is arithmetic in gcc and clang)
+        x_max = max(abs(int(idt.min())), abs(int(idt.max())))
+        if x_max * int(np.abs(sc).max()) + int(np.abs(bc).max()) + (1 << max(k - 1, 0)) >= 1 << 62:
+            raise UnsupportedError(f"node '{node.name}': its requantization's products pass int64")
         qlo = min_int(odt.signed(), inst_n.get_nodeattr("narrow"), odt.bitwidth())
         qhi = max_int(odt.signed(), inst_n.get_nodeattr("narrow"), odt.bitwidth())
         c = width[node.output[0]]
